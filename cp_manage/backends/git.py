@@ -1,0 +1,172 @@
+"""The git backend: the only code that runs git, through the git CLI.
+
+The CLI (not a binding) is used on purpose: it honours the user's ``GIT_SSH_COMMAND``,
+``core.sshCommand``, credential helpers and hooks exactly as ``git push`` in a terminal does, and
+``push --atomic`` is a real atomic transaction on the server. Every failure becomes a GitError
+carrying the command and git's stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from cp_manage.errors import GitError, RemoteError
+
+logger = logging.getLogger(__name__)
+
+TIMEOUT = 600
+_REMOTE_COMMANDS = {"push", "fetch", "clone", "ls-remote", "pull"}
+# Never ask a question on a terminal: the library does not prompt.
+_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_ASKPASS": "true"}
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """An annotated tag as read by ``for-each-ref``."""
+
+    name: str
+    commit: str
+    contents: str
+    tagger_date: str
+
+
+def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = None,
+            env: dict[str, str] | None = None, timeout: float = TIMEOUT,
+            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git *args`` in ``cwd``; raise GitError (RemoteError for network verbs) on failure."""
+    command = ["git", "-c", "core.quotepath=false", *args]
+    try:
+        result = subprocess.run(
+            command, cwd=cwd, input=input_bytes, capture_output=True, timeout=timeout,
+            env={**os.environ, **_ENV, **(env or {})},
+            # A new session has no controlling terminal, so ssh cannot prompt either.
+            start_new_session=True,
+            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError as e:
+        raise GitError("git is not installed", command=command,
+                       hint="Install git and make sure it is on PATH.") from e
+    except subprocess.TimeoutExpired as e:
+        error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
+        raise error_type(f"git {args[0]} timed out after {timeout:.0f} s", command=command,
+                         hint="Check the network and the git host, then run the command again."
+                         ) from e
+    if check and result.returncode != 0:
+        stderr = result.stderr.decode("utf-8", "replace")
+        error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
+        raise error_type(f"git {args[0]} failed", command=command, stderr=stderr,
+                         hint=_hint_for(stderr))
+    return result
+
+
+def _hint_for(stderr: str) -> str:
+    lowered = stderr.lower()
+    if "please tell me who you are" in lowered or "empty ident" in lowered:
+        return ("Set your identity: git config --global user.name 'Your Name' && "
+                "git config --global user.email you@example.com.")
+    if "host key verification failed" in lowered:
+        return ("The git host's SSH key is unknown: connect once with ssh to accept it, or add it "
+                "to ~/.ssh/known_hosts.")
+    if "permission denied (publickey" in lowered:
+        return "The git host refused your SSH key: run 'cpv config ssh' and add the public key."
+    if "could not read from remote" in lowered or "does not appear to be a git" in lowered:
+        return "Check that the git remote exists and is reachable, then run the command again."
+    if "could not resolve host" in lowered or "connection refused" in lowered:
+        return "The git host is unreachable: check the network and the remote URL."
+    return "Run the command again with --verbose for details."
+
+
+class Git:
+    """A git repository on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, *args: str, input_bytes: bytes | None = None, check: bool = True,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        logger.debug("git %s", " ".join(args))
+        return run_git(list(args), cwd=self.root, input_bytes=input_bytes, check=check, env=env)
+
+    def out(self, *args: str) -> str:
+        return self.run(*args).stdout.decode("utf-8", "replace").strip()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def rev_parse(self, rev: str) -> str | None:
+        """The full hash of ``rev`` (peeled to a commit), or None when it does not exist."""
+        result = self.run("rev-parse", "--verify", "--quiet", "--end-of-options",
+                          f"{rev}^{{commit}}", check=False)
+        return result.stdout.decode().strip() if result.returncode == 0 else None
+
+    def head(self) -> str | None:
+        return self.rev_parse("HEAD")
+
+    def branch(self) -> str | None:
+        result = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return result.stdout.decode().strip() if result.returncode == 0 else None
+
+    def show(self, rev: str, path: str) -> bytes | None:
+        """The bytes of ``path`` at ``rev``, or None when it is absent there."""
+        result = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
+        return result.stdout if result.returncode == 0 else None
+
+    def tags(self, pattern: str) -> list[TagRecord]:
+        """Every annotated tag matching ``pattern`` with its message, in one git call."""
+        fmt = "%(refname:strip=2)%00%(*objectname)%00%(taggerdate:iso-strict)%00%(contents)%00%00"
+        raw = self.run("for-each-ref", f"--format={fmt}", f"refs/tags/{pattern}").stdout
+        records = []
+        for entry in raw.decode("utf-8", "replace").split("\0\0\n"):
+            if not entry.strip("\n"):
+                continue
+            name, commit, date, contents = (entry.split("\0", 3) + ["", "", ""])[:4]
+            if commit:  # lightweight tags have no peeled object; cpv only writes annotated ones
+                records.append(TagRecord(name=name.strip("\n"), commit=commit, contents=contents,
+                                         tagger_date=date))
+        return records
+
+    def tags_at(self, commit: str) -> list[str]:
+        return self.out("tag", "--points-at", commit).splitlines()
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return self.run("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+    def remote_url(self, name: str = "origin") -> str | None:
+        result = self.run("remote", "get-url", name, check=False)
+        return result.stdout.decode().strip() if result.returncode == 0 else None
+
+    def is_dirty(self, path: str) -> bool:
+        return bool(self.out("status", "--porcelain", "--", path))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def commit_paths(self, paths: list[str], message: str) -> str:
+        """Commit exactly ``paths`` as they are in the working tree; other staged work stays."""
+        self.run("add", "--", *paths)
+        self.run("commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths)
+        head = self.head()
+        assert head is not None
+        return head
+
+    def undo_commit(self, commit: str) -> None:
+        """Take back ``commit`` (the tip) keeping unrelated work: reset --keep to its parent."""
+        if self.head() == commit:
+            self.run("reset", "--quiet", "--keep", f"{commit}~1")
+
+    def create_tag(self, name: str, message: str, commit: str) -> None:
+        self.run("tag", "--annotate", "--cleanup=verbatim", "--file=-", "--", name, commit,
+                 input_bytes=message.encode())
+
+    def delete_tags(self, *names: str) -> None:
+        if names:
+            self.run("tag", "--delete", "--", *names, check=False)
+
+    def fetch(self, *refspecs: str, remote: str = "origin") -> None:
+        self.run("fetch", "--quiet", "--no-write-fetch-head", remote, *refspecs)
+
+    def push(self, *refspecs: str, remote: str = "origin") -> None:
+        """Push all ``refspecs`` in one atomic transaction: all of them land or none does."""
+        self.run("push", "--quiet", "--atomic", "--porcelain", remote, *refspecs)

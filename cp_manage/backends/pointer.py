@@ -1,0 +1,96 @@
+"""DVC pointer files (``model.bin.dvc``, ``data.dvc``): read strictly, write exactly as DVC 3 does.
+
+A pointer comes from git, so from whoever could push: it is validated before anything is done
+with it (a path that leaves the repository, an absolute path or a malformed hash is refused).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import yaml
+
+from cp_manage.errors import PointerError
+
+_MD5_RE = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """One DVC output: a file (``md5``) or a directory (``md5`` of its listing, ``nfiles``)."""
+
+    path: str
+    md5: str
+    size: int
+    nfiles: int | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.nfiles is not None
+
+    @property
+    def oid(self) -> str:
+        """The object id in DVC's cache and remote: the md5, with ``.dir`` for a directory."""
+        return f"{self.md5}.dir" if self.is_dir else self.md5
+
+    def dumps(self) -> str:
+        """The pointer file's text, byte for byte what ``dvc add`` writes."""
+        lines = ["outs:", f"- md5: {self.oid}", f"  size: {self.size}"]
+        if self.nfiles is not None:
+            lines.append(f"  nfiles: {self.nfiles}")
+        lines += ["  hash: md5", f"  path: {_yaml_scalar(self.path)}", ""]
+        return "\n".join(lines)
+
+
+def _yaml_scalar(text: str) -> str:
+    dumped = yaml.safe_dump(text, default_style=None, allow_unicode=True, width=10_000)
+    return dumped.removesuffix("\n...\n").rstrip("\n")
+
+
+def check_relative_path(path: object, *, what: str) -> str:
+    """A POSIX path relative to the repository that stays inside it."""
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise PointerError(f"{what}: the path {path!r} is empty or not text")
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or path.startswith("\\") or ".." in pure.parts or re.match(
+            r"^[A-Za-z]:", path):
+        raise PointerError(
+            f"{what} names {path!r}, which is outside the repository",
+            hint="Restore the pointer from git (git checkout -- FILE) or upload again.",
+        )
+    return path
+
+
+def parse_pointer(text: bytes | str, *, source: str, expected_path: str | None = None) -> Pointer:
+    """Parse and validate a ``.dvc`` file.
+
+    Raises:
+        PointerError: when it is not a single-output DVC 3 md5 pointer, or names a path outside
+            the repository or other than ``expected_path``.
+    """
+    hint = f"Restore it with 'git checkout -- {source}', or upload the artifact again."
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PointerError(f"{source} is not valid YAML", hint=hint) from e
+    outs = data.get("outs") if isinstance(data, dict) else None
+    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):
+        raise PointerError(f"{source} is not a DVC pointer with one output", hint=hint)
+    out = outs[0]
+    raw_md5, size, nfiles = out.get("md5"), out.get("size"), out.get("nfiles")
+    if not isinstance(raw_md5, str):
+        raise PointerError(f"{source} has no md5", hint=hint)
+    is_dir = raw_md5.endswith(".dir")
+    md5 = raw_md5.removesuffix(".dir")
+    if not _MD5_RE.fullmatch(md5):
+        raise PointerError(f"{source} has a malformed md5 {raw_md5!r}", hint=hint)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise PointerError(f"{source} has a missing or invalid size", hint=hint)
+    if is_dir and (not isinstance(nfiles, int) or isinstance(nfiles, bool) or nfiles < 0):
+        raise PointerError(f"{source} has a missing or invalid nfiles", hint=hint)
+    path = check_relative_path(out.get("path"), what=source)
+    if expected_path is not None and path != expected_path:
+        raise PointerError(f"{source} points at {path!r} instead of {expected_path!r}", hint=hint)
+    return Pointer(path=path, md5=md5, size=size, nfiles=nfiles if is_dir else None)

@@ -1,0 +1,122 @@
+"""Storage remotes: where the large files live, in DVC's own remote layout.
+
+An object with md5 ``abcdef...`` lives at ``{url}/files/md5/ab/cdef...`` (a directory listing
+has the suffix ``.dir``), exactly where ``dvc push`` puts it, so stock ``dvc pull`` reads what cpv
+wrote and the other way round. One class per kind of location; ``open_storage`` picks it by URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from cp_manage.errors import StorageError
+from cp_manage.fsutil import Progress, atomic_output, copy_with_md5
+
+
+def object_key(oid: str) -> str:
+    """The path of object ``oid`` below the remote's root."""
+    return f"files/md5/{oid[:2]}/{oid[2:]}"
+
+
+class Storage(Protocol):
+    """What cpv needs of a storage remote."""
+
+    url: str
+
+    def ensure_location(self) -> None:
+        """Create the location if it can be created, or fail with a clear error."""
+
+    def missing(self, oids: Iterable[str]) -> set[str]:
+        """Those of ``oids`` not in storage."""
+
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
+        """Store ``source`` as object ``oid``; a reader never sees half of it."""
+
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
+        """Write object ``oid`` to ``target`` (a new file) and return the md5 of what was read."""
+
+    def iter_oids(self) -> Iterator[str]:
+        """Every object id stored (for checks and tests)."""
+
+
+class LocalStorage:
+    """A storage remote in a local (or mounted) folder: DVC's local remote."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def _path(self, oid: str) -> Path:
+        return self.root / object_key(oid)
+
+    def ensure_location(self) -> None:
+        try:
+            (self.root / "files" / "md5").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"Cannot create the storage folder {self.root}: {e.strerror}",
+                               hint="Check the path and its permissions.") from e
+
+    def missing(self, oids: Iterable[str]) -> set[str]:
+        return {oid for oid in oids if not self._path(oid).is_file()}
+
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
+        target = self._path(oid)
+        try:
+            with open(source, "rb") as reader, atomic_output(target, mode=0o444) as writer:
+                copy_with_md5(reader, writer, total=source.stat().st_size, progress=progress)
+        except OSError as e:
+            raise StorageError(f"Cannot write {oid} to storage {self.root}: {e.strerror or e}",
+                               hint="Check free space and permissions, then run the command "
+                               "again; nothing was committed.") from e
+
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
+        source = self._path(oid)
+        try:
+            with open(source, "rb") as reader, open(target, "xb") as writer:
+                md5, _ = copy_with_md5(reader, writer, total=source.stat().st_size,
+                                       progress=progress)
+        except FileNotFoundError as e:
+            raise StorageError(f"Object {oid} is missing from storage {self.root}",
+                               hint="Run 'cpv doctor --repair' on a machine that has it cached."
+                               ) from e
+        except OSError as e:
+            raise StorageError(f"Cannot read {oid} from storage {self.root}: {e.strerror or e}"
+                               ) from e
+        return md5
+
+    def iter_oids(self) -> Iterator[str]:
+        base = self.root / "files" / "md5"
+        if not base.is_dir():
+            return
+        for prefix in sorted(base.iterdir()):
+            for entry in sorted(prefix.iterdir()):
+                if not entry.name.endswith(".cpv-tmp") and not entry.name.startswith("."):
+                    yield prefix.name + entry.name
+
+    def delete(self, oid: str) -> None:
+        """Remove an object (only tests and repair use this)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(self._path(oid), 0o644)
+            os.unlink(self._path(oid))
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def open_storage(url: str, *, config: object | None = None) -> Storage:
+    """The storage remote behind a DVC remote URL (a local path, ``file://`` or ``s3://``)."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return LocalStorage(Path(parsed.path if parsed.scheme == "file" else url))
+    if parsed.scheme == "s3":
+        from cp_manage.backends.s3 import S3Storage
+
+        return S3Storage(url, config=config)
+    raise StorageError(f"Unsupported storage URL {url!r}",
+                       hint="Use a local path or s3://bucket/prefix.")

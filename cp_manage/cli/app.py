@@ -1,0 +1,86 @@
+"""The ``cpv`` command: argument parsing and the error boundary, nothing else.
+
+Exit codes: 0 success, 1 an operation failed (one readable line, no traceback unless
+``--verbose``), 2 a usage error (click's own).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from cp_manage import __version__
+from cp_manage.cli import output
+
+
+class CPVGroup(click.Group):
+    """Turns every CPVError into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from cp_manage.errors import CPVError
+
+        try:
+            return super().invoke(ctx)
+        except CPVError as e:
+            if _verbose(ctx):
+                traceback.print_exc()
+            output.error(str(e))
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            output.error("Interrupted; nothing half-made was kept. Run the command again.")
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug: say so in one line, details on request
+            if _verbose(ctx):
+                traceback.print_exc()
+            output.error(f"Unexpected {type(e).__name__}: {e}. Run again with --verbose "
+                         "for the traceback and please report it.")
+            ctx.exit(1)
+
+
+def _verbose(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool(root.params.get("verbose")) if root.params else False
+
+
+@click.group(cls=CPVGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cpv")
+@click.option("-v", "--verbose", is_flag=True, envvar="CPV_VERBOSE",
+              help="Log what happens, and show tracebacks.")
+def cli(verbose: bool) -> None:
+    """cpv: version model checkpoints and training data with git + DVC.
+
+    Start with 'cpv init --team T --model M', then 'cpv model upload' and 'cpv model tag'.
+    """
+    output.setup_logging(verbose)
+
+
+def _register() -> None:
+    from cp_manage.cli import checkpoints, config_cmd, demo, init_cmd
+
+    cli.add_command(init_cmd.init)
+    cli.add_command(demo.demo)
+    cli.add_command(checkpoints.make_group("model"))
+    cli.add_command(checkpoints.make_group("data"))
+    cli.add_command(config_cmd.config)
+    for extra in checkpoints.extra_commands():
+        cli.add_command(extra)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    cli.main(prog_name="cpv")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

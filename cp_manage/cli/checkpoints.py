@@ -1,0 +1,214 @@
+"""``cpv model ...`` and ``cpv data ...``: one set of commands for both kinds of checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cp_manage.cli import output
+
+if TYPE_CHECKING:
+    from cp_manage.manage.base import CheckpointManager
+
+
+def _manager(kind: str, repo: str | None) -> CheckpointManager:
+    from cp_manage.config import CPVConfig
+
+    start = Path(repo) if repo else Path.cwd()
+    config = CPVConfig()
+    if kind == "data":
+        from cp_manage.manage.data import DataCheckpointsManage
+
+        return DataCheckpointsManage(repo_path=start, config=config)
+    from cp_manage.manage.models import ModelsCheckpointsManage
+
+    return ModelsCheckpointsManage(repo_path=start, config=config)
+
+
+def parse_metric(text: str) -> tuple[str, Any]:
+    """``K=V``: V as JSON when it parses (numbers, true/false), else as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--metric")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _load_metrics(metric: tuple[str, ...], metrics_file: str | None) -> dict[str, Any] | None:
+    if not metric and not metrics_file:
+        return None
+    values: dict[str, Any] = {}
+    if metrics_file:
+        from cp_manage.errors import CPVError
+
+        try:
+            loaded = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CPVError(f"Cannot read metrics from {metrics_file}: {e}",
+                           hint="Pass a JSON file holding one object.") from e
+        if not isinstance(loaded, dict):
+            raise CPVError(f"{metrics_file} must hold a JSON object")
+        values.update(loaded)
+    values.update(dict(parse_metric(m) for m in metric))
+    return values
+
+
+def _version_row(info: Any) -> list[str]:
+    created = (info.created_at or "")[:19].replace("T", " ")
+    row = [info.version or "HEAD", created, output.human_size(info.size_bytes), info.md5[:10]]
+    if info.kind == "data":
+        row.append(str(info.file_count if info.file_count is not None else "-"))
+    else:
+        row.append(info.data_version or "-")
+    row.append(output.format_metrics(info.metrics))
+    return row
+
+
+def make_group(kind: str) -> click.Group:
+    """The command group for ``kind`` ("model" or "data")."""
+    noun = "checkpoint" if kind == "model" else "dataset"
+    repo_option = click.option("--repo", type=click.Path(file_okay=False),
+                               help="The repository (default: the one holding the current "
+                               "directory).")
+
+    @click.group(name=kind, help=f"Upload, version, list and fetch the {kind} {noun}.")
+    def group() -> None:
+        pass
+
+    default_path = "model.bin" if kind == "model" else "data"
+
+    @group.command(help=f"Store the {noun} and commit it (default PATH: {default_path}).")
+    @click.argument("path", required=False)
+    @click.option("--metric", multiple=True, metavar="K=V", help="A metric; repeatable.")
+    @click.option("--metrics-file", type=click.Path(dir_okay=False),
+                  help="A JSON file of metrics.")
+    @click.option("-m", "--message", help="The commit message.")
+    @repo_option
+    def upload(path: str | None, metric: tuple[str, ...], metrics_file: str | None,
+               message: str | None, repo: str | None) -> None:
+        metrics = _load_metrics(metric, metrics_file)
+        manager = _manager(kind, repo)
+        source = Path(path).absolute() if path else None
+        with output.transfer_progress(f"uploading {kind}") as progress:
+            kwargs: dict[str, Any] = {"message": message, "progress": progress}
+            if kind == "model":
+                kwargs["metrics"] = metrics
+            result = manager.upload(source, **kwargs)
+        if result.changed:
+            output.success(f"Uploaded {kind} {result.md5[:10]} "
+                           f"({output.human_size(result.size_bytes)}, "
+                           f"{output.human_size(result.uploaded_bytes)} transferred) "
+                           f"as commit {result.commit[:10]}")
+        else:
+            output.info(f"The {kind} and its metrics are unchanged; no new commit "
+                        f"(HEAD {result.commit[:10]}).")
+
+    @group.command(help="Give HEAD a version: the next minor one, --major, or VERSION.")
+    @click.argument("version", required=False)
+    @click.option("--major", is_flag=True, help="Bump the major version (v1.3 -> v2.0).")
+    @click.option("-m", "--message", help="The tag message.")
+    @repo_option
+    def tag(version: str | None, major: bool, message: str | None, repo: str | None) -> None:
+        if version is not None and major:
+            raise click.UsageError("Give either VERSION or --major, not both.")
+        name = _manager(kind, repo).tag(version, major=major, message=message)
+        output.success(f"Tagged {name}")
+
+    @group.command(name="list", help="Versions, oldest first, with their metrics.")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+    @repo_option
+    def list_(as_json: bool, repo: str | None) -> None:
+        versions = _manager(kind, repo).list_versions()
+        if as_json:
+            output.print_json([v.to_dict() for v in versions])
+            return
+        if not versions:
+            output.info(f"No {kind} versions yet. Run 'cpv {kind} upload' and "
+                        f"'cpv {kind} tag'.")
+            return
+        fourth = "files" if kind == "data" else "data"
+        output.table(["version", "created (UTC)", "size", "md5", fourth, "metrics"],
+                     [_version_row(v) for v in versions])
+
+    @group.command(help="The metadata of VERSION (default: HEAD).")
+    @click.argument("version", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @repo_option
+    def show(version: str | None, as_json: bool, repo: str | None) -> None:
+        info = _manager(kind, repo).metadata(version)
+        data = info.to_dict()
+        if as_json:
+            output.print_json(data)
+            return
+        for key in ("version", "tag", "commit", "created_at", "author", "message", "path",
+                    "md5", "size_bytes", "file_count", "splits", "sample_count",
+                    "data_version"):
+            if data.get(key) is not None:
+                output.info(f"{key:>12}: {data[key]}")
+        output.info(f"{'metrics':>12}: {output.format_metrics(info.metrics)}")
+
+    @group.command(help="Compare two versions' metrics side by side.")
+    @click.argument("old")
+    @click.argument("new")
+    @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @repo_option
+    def diff(old: str, new: str, as_json: bool, repo: str | None) -> None:
+        result = _manager(kind, repo).diff(old, new)
+        if as_json:
+            output.print_json(result)
+            return
+        a, b = result["old"], result["new"]
+        rows = [[name, _fmt(r["old"]), _fmt(r["new"]), _fmt_delta(r["delta"])]
+                for name, r in result["metrics"].items()]
+        rows.append(["size", output.human_size(a["size_bytes"]),
+                     output.human_size(b["size_bytes"]),
+                     f"{result['size_delta_bytes']:+d} B"])
+        output.table(["", a["version"] or "HEAD", b["version"] or "HEAD", "delta"], rows)
+
+    @group.command(help="Fetch VERSION (default: HEAD) into a folder; the working tree and "
+                   "HEAD are never touched.")
+    @click.argument("version", required=False)
+    @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False),
+                  help="Folder to write into (default: ./{model}-{version}).")
+    @repo_option
+    def download(version: str | None, output_dir: str | None, repo: str | None) -> None:
+        manager = _manager(kind, repo)
+        if output_dir is None:
+            output_dir = str(Path.cwd() / f"{manager.repo.model}-{version or 'HEAD'}")
+        with output.transfer_progress(f"downloading {kind}") as progress:
+            path, info = manager.download(version, output_dir=output_dir, progress=progress)
+        output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
+                       f"(md5 {info.md5} verified)")
+
+    @group.command(help="Bring VERSION back into the working tree as a new commit.")
+    @click.argument("version")
+    @click.option("--force", is_flag=True, help="Discard changes that were never uploaded.")
+    @repo_option
+    def revert(version: str, force: bool, repo: str | None) -> None:
+        manager = _manager(kind, repo)
+        with output.transfer_progress(f"restoring {kind}") as progress:
+            commit = manager.revert(version, force=force, progress=progress)
+        if commit is None:
+            output.info(f"HEAD already holds {version}; nothing changed.")
+        else:
+            output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
+
+    return group
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value))
+
+
+def _fmt_delta(value: Any) -> str:
+    return "-" if value is None else f"{value:+.6g}"
+
+
+def extra_commands() -> list[click.Command]:
+    return []

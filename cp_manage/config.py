@@ -1,0 +1,192 @@
+"""CPVConfig: where cpv keeps its settings and how it finds the two remotes.
+
+Precedence for every setting: explicit argument, then environment (``CPV_HOME``, ``CPV_*``
+and the standard ``AWS_*`` variables), then ``$CPV_HOME/config.json``, then the embedded
+default. The file names *where* things are (credentials file, profile, bucket, key file, URL
+templates); secrets stay in the files their own tools own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cp_manage.errors import ConfigError
+from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.versions import validate_name
+
+logger = logging.getLogger(__name__)
+
+# Every key config.json may hold, with the environment variable that overrides it.
+KEYS: dict[str, str | None] = {
+    "aws_credential_path": "AWS_SHARED_CREDENTIALS_FILE",
+    "aws_profile": "AWS_PROFILE",
+    "bucket": "CPV_BUCKET",
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "region": "AWS_DEFAULT_REGION",
+    "bitbucket_ssh_keyfile": None,
+    "ssh_host": None,
+    "git_url_template": "CPV_GIT_URL_TEMPLATE",
+    "storage_url_template": "CPV_STORAGE_URL_TEMPLATE",
+    "last_updated": None,
+}
+
+DEFAULT_S3_TEMPLATE = "s3://{bucket}/{team}/{model}"
+
+
+def cpv_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``explicit``, else ``$CPV_HOME``, else ``~/.cpv``."""
+    if explicit is not None:
+        return Path(explicit).expanduser().absolute()
+    env = os.environ.get("CPV_HOME")
+    return Path(env).expanduser().absolute() if env else Path.home() / ".cpv"
+
+
+class CPVConfig:
+    """cpv's settings: ``$CPV_HOME/config.json`` (mode 0600) plus environment overrides.
+
+    Args:
+        home: the cpv home folder; defaults to ``$CPV_HOME`` or ``~/.cpv``.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = cpv_home(home)
+        self.path = self.home / "config.json"
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _load_file(self) -> dict[str, Any]:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(
+                f"{self.path} is writable by other users, so anyone could redirect your uploads",
+                hint=f"Run 'chmod 600 {self.path}'.",
+            )
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(
+                f"{self.path} is not valid JSON ({e})",
+                hint=f"Fix or delete {self.path}, then run 'cpv config ...' again.",
+            ) from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.path} must hold a JSON object",
+                              hint=f"Fix or delete {self.path}.")
+        for key, value in data.items():
+            if key in KEYS and not isinstance(value, str):
+                raise ConfigError(
+                    f"{self.path}: {key} must be a string, not {type(value).__name__}",
+                    hint=f"Run 'cpv config set {key} VALUE' or edit {self.path}.",
+                )
+        return data
+
+    def get_config(self, key: str | None = None) -> Any:
+        """The effective configuration (file plus environment), or one value of it.
+
+        Args:
+            key: one setting; None for all of them.
+
+        Returns:
+            A dict of every set key, or the value of ``key`` (None when unset).
+
+        Raises:
+            ConfigError: config.json is corrupt or unsafe, or ``key`` is unknown.
+        """
+        merged = self._load_file()
+        for name, env in KEYS.items():
+            if env and os.environ.get(env):
+                merged[name] = os.environ[env]
+        if key is None:
+            merged.setdefault("cpv_home", str(self.home))
+            return merged
+        if key not in KEYS and key != "cpv_home":
+            raise ConfigError(f"Unknown setting {key!r}", hint=f"Known: {', '.join(KEYS)}.")
+        if key == "cpv_home":
+            return str(self.home)
+        return merged.get(key)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def update(self, values: Mapping[str, str | None]) -> None:
+        """Set (or, with None, remove) settings in config.json, atomically and mode 0600.
+
+        Raises:
+            ConfigError: an unknown key, a value that is not a string, or a bad template.
+        """
+        data = self._load_file()
+        for key, value in values.items():
+            if key not in KEYS or key == "last_updated":
+                raise ConfigError(f"Unknown setting {key!r}",
+                                  hint=f"Known: {', '.join(k for k in KEYS if k != 'last_updated')}.")
+            if value is None:
+                data.pop(key, None)
+                continue
+            if not isinstance(value, str):
+                raise ConfigError(f"{key} must be a string")
+            if key.endswith("_template"):
+                check_template(key, value)
+            data[key] = value
+        data["last_updated"] = datetime.now(timezone.utc).isoformat()
+        self.home.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
+                           mode=0o600)
+
+    def set(self, key: str, value: str) -> None:
+        """Set one setting in config.json."""
+        self.update({key: value})
+
+    # -- the two remotes -----------------------------------------------------------------------
+
+    def git_url(self, team: str, model: str, explicit: str | None = None) -> str:
+        """The git remote URL of (team, model): explicit, else the template, else embedded."""
+        if explicit:
+            return explicit
+        validate_name(team, "team")
+        validate_name(model, "model")
+        template = self.get_config("git_url_template")
+        if template:
+            return str(template).format(team=team, model=model, workspace=team)
+        return str(self.home / "remotes" / "git" / team / f"{model}.git")
+
+    def storage_url(self, team: str, model: str, explicit: str | None = None) -> str:
+        """The DVC storage URL of (team, model): explicit, else the template, else embedded."""
+        if explicit:
+            return explicit
+        validate_name(team, "team")
+        validate_name(model, "model")
+        settings = self.get_config()
+        template = settings.get("storage_url_template")
+        bucket = settings.get("bucket")
+        if not template and bucket:
+            template = DEFAULT_S3_TEMPLATE
+        if template:
+            if "{bucket}" in template and not bucket:
+                raise ConfigError("storage_url_template needs a bucket but none is configured",
+                                  hint="Run 'cpv config aws --bucket NAME ...'.")
+            return str(template).format(bucket=bucket or "", team=team, model=model)
+        return str(self.home / "remotes" / "storage" / team / model)
+
+
+def check_template(key: str, template: str) -> None:
+    """Raise ConfigError unless ``template`` uses only the placeholders allowed for ``key``."""
+    allowed = {"team", "model", "workspace"} if key == "git_url_template" else {
+        "bucket", "team", "model"}
+    try:
+        template.format(**{name: "x" for name in allowed})
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(
+            f"{key} {template!r} has an unknown or malformed placeholder ({e})",
+            hint=f"Use only {', '.join('{' + n + '}' for n in sorted(allowed))}.",
+        ) from e
+    if "{model}" not in template:
+        raise ConfigError(f"{key} {template!r} must contain {{model}}",
+                          hint="Each model needs its own remote.")

@@ -1,0 +1,118 @@
+"""The one exception hierarchy of cpv.
+
+Every error says what happened and what to do next: ``str(err)`` is the message followed by the
+hint. Subclasses also inherit the standard exception that fits, so ``except FileNotFoundError``
+keeps working for callers that do not know cpv.
+"""
+
+from __future__ import annotations
+
+
+class CPVError(Exception):
+    """Root of every error cpv raises on purpose."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        if not self.hint:
+            return self.message
+        separator = " " if self.message.endswith((".", "!", "?")) else ". "
+        return f"{self.message}{separator}{self.hint}"
+
+
+class ConfigError(CPVError, ValueError):
+    """The configuration is missing, corrupt, unsafe or has a wrong value."""
+
+
+class InvalidNameError(CPVError, ValueError):
+    """A team, model or path name cannot be used."""
+
+
+class InvalidVersionError(CPVError, ValueError):
+    """A version name is malformed."""
+
+    default_hint = "Versions look like v1.0 or v0.12 (for data also data/v1.0)."
+
+
+class VersionExistsError(CPVError, ValueError):
+    """An explicit version is already taken."""
+
+    def __init__(self, version: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"Version {version} already exists",
+            hint=hint or "Pick another version, or omit it to get the next free one.",
+        )
+        self.version = version
+
+
+class VersionNotFoundError(CPVError, LookupError):
+    """A version does not exist, locally or on the remote."""
+
+    def __init__(self, version: str, *, known: list[str] | None = None, kind: str = "model") -> None:
+        listing = ", ".join(known[-5:]) if known else "none yet"
+        super().__init__(
+            f"No {kind} version {version}",
+            hint=f"Known {kind} versions: {listing}. Run 'cpv {kind} list' to see them all.",
+        )
+        self.version = version
+
+
+class NotARepositoryError(CPVError, FileNotFoundError):
+    """The path is not inside a cpv (git + DVC) repository."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path} is not inside a cpv repository",
+            hint="Run 'cpv init --team T --model M' to create one, or pass --repo DIR.",
+        )
+        self.path = path
+
+
+class ArtifactNotFoundError(CPVError, FileNotFoundError):
+    """The model file or dataset folder to upload does not exist or cannot be used."""
+
+
+class PointerError(CPVError, ValueError):
+    """A .dvc pointer file is corrupt, or names something it must not."""
+
+
+class UnsavedChangesError(CPVError):
+    """The working-tree artifact has changes that were never uploaded."""
+
+
+class NothingToDoError(CPVError):
+    """The operation found nothing to act on (e.g. tagging a repository with no upload)."""
+
+
+class GitError(CPVError):
+    """A git command failed."""
+
+    def __init__(self, message: str, *, command: list[str] | None = None, stderr: str = "",
+                 hint: str | None = None) -> None:
+        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        super().__init__(f"{message}: {detail}" if detail else message, hint=hint)
+        self.command = command or []
+        self.stderr = stderr
+
+
+class RemoteError(GitError):
+    """The git remote could not be reached or refused an update."""
+
+
+class StorageError(CPVError, OSError):
+    """The storage remote (local folder or S3) failed."""
+
+
+class IntegrityError(CPVError):
+    """Bytes did not match their recorded md5."""
+
+
+class ConcurrentModificationError(CPVError):
+    """Another writer changed the same thing at the same time."""
+
+    default_hint = "Run the same command again."

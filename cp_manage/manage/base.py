@@ -1,0 +1,352 @@
+"""The checkpoint lifecycle shared by models and data: upload, tag, list, download, revert.
+
+``CheckpointManager`` holds the one implementation; ``ModelsCheckpointsManage`` and
+``DataCheckpointsManage`` only name their artifact and add the seed's method names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cp_manage import __version__
+from cp_manage.artifacts import VersionInfo, check_metrics
+from cp_manage.config import CPVConfig
+from cp_manage.errors import (
+    CPVError,
+    NothingToDoError,
+    StorageError,
+    UnsavedChangesError,
+    VersionExistsError,
+)
+from cp_manage.fsutil import Progress
+from cp_manage.manage.handlers import Handler
+from cp_manage.manage.repository import (
+    METRICS_FILE,
+    InitResult,
+    Repository,
+    append_metrics,
+    ensure_ignored,
+    last_metrics,
+    utc_now,
+)
+from cp_manage.versions import Kind, next_version, parse_version, validate_name
+
+logger = logging.getLogger("cp_manage")
+logger.addHandler(logging.NullHandler())
+
+TAG_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    """What an upload did. ``changed`` is False when artifact and metrics were already HEAD's."""
+
+    commit: str
+    changed: bool
+    md5: str
+    size_bytes: int
+    uploaded_bytes: int
+
+
+class CheckpointManager:
+    """One implementation of the lifecycle, for the artifact a subclass names."""
+
+    kind: Kind = "model"
+
+    def __init__(self, team_name: str | None = None, model_name: str | None = None,
+                 repo_path: str | os.PathLike[str] | None = None, verbose: bool = False, *,
+                 config: CPVConfig | None = None, progress: Progress | None = None) -> None:
+        if team_name is not None:
+            validate_name(team_name, "team")
+        if model_name is not None:
+            validate_name(model_name, "model")
+        if repo_path is None and model_name is None:
+            raise CPVError("Nothing identifies the repository",
+                           hint="Pass repo_path=, or team_name= and model_name=.")
+        self.team_name = team_name
+        self.model_name = model_name
+        self.repo_path = Path(repo_path if repo_path is not None else Path.cwd() / str(
+            model_name)).expanduser().absolute()
+        self.config = config or CPVConfig()
+        self.progress = progress
+        self._repo: Repository | None = None
+        if verbose:
+            logger.setLevel(logging.INFO)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def repo(self) -> Repository:
+        """The repository, opened once."""
+        if self._repo is None:
+            self._repo = Repository.open(self.repo_path, config=self.config,
+                                         team=self.team_name, model=self.model_name)
+            self.team_name, self.model_name = self._repo.team, self._repo.model
+        return self._repo
+
+    def _handler(self) -> Handler:
+        raise NotImplementedError
+
+    def _init(self, *, git_url: str | None = None, storage_url: str | None = None,
+              force: bool = False) -> InitResult:
+        if self.team_name is None or self.model_name is None:
+            raise CPVError("init needs a team and a model name",
+                           hint="Pass team_name= and model_name= (CLI: --team and --model).")
+        repo, result = Repository.init(self.repo_path, team=self.team_name,
+                                       model=self.model_name, config=self.config,
+                                       git_url=git_url, storage_url=storage_url, force=force)
+        self._repo = repo
+        if result.created:
+            logger.info("Initialised %s/%s at %s", repo.team, repo.model, repo.root)
+        else:
+            logger.info("%s is already initialised; nothing changed", repo.root)
+        return result
+
+    # -- upload --------------------------------------------------------------------------------
+
+    def upload(self, source: str | os.PathLike[str] | None = None, *,
+               metrics: dict[str, Any] | None = None, message: str | None = None,
+               progress: Progress | None = None) -> UploadResult:
+        """Store the artifact, then commit its pointer (and metrics) and push.
+
+        Order is what makes it safe: hash into the local cache, push the blobs to storage,
+        and only then commit and push git. If storage fails there is no commit. When the
+        artifact and the metrics are both unchanged there is no new commit.
+
+        Args:
+            source: the artifact in the working tree (default: the repository's own path).
+            metrics: a JSON object of finite values describing this artifact.
+            message: the commit message.
+
+        Returns:
+            An UploadResult; ``.commit`` is HEAD afterwards.
+
+        Raises:
+            ArtifactNotFoundError, PointerError, StorageError, RemoteError, CPVError.
+        """
+        repo, handler = self.repo, self._handler()
+        checked_metrics = check_metrics(metrics) if metrics is not None else None
+        progress = progress or self.progress
+        with repo.locked():
+            path = handler.check_source(repo, Path(source) if source else Path(handler.path))
+            pointer = handler.stage(repo, path, progress=progress)
+            missing = repo.storage.missing(handler.objects(repo, pointer))
+            uploaded = 0
+            for oid in sorted(missing):
+                cached = repo.cache.path(oid)
+                repo.storage.upload(oid, cached, progress=progress if not oid.endswith(
+                    ".dir") else None)
+                uploaded += cached.stat().st_size
+            pointer_file = f"{handler.path}.dvc"
+
+            def changes(head: str | None) -> dict[str, bytes]:
+                files = {
+                    pointer_file: pointer.dumps().encode(),
+                    ".gitignore": ensure_ignored(repo.git.show(head, ".gitignore") if head
+                                                 else None, handler.path),
+                }
+                if self.kind == "model":
+                    old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
+                    old_pointer = repo.git.show(head, pointer_file) if head else None
+                    artifact_changed = old_pointer != files[pointer_file]
+                    wanted = checked_metrics if checked_metrics is not None else (
+                        {} if artifact_changed else None)
+                    if wanted is not None and (artifact_changed or wanted != last_metrics(
+                            old_metrics_raw or b"")):
+                        files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
+                return files
+
+            what = f"{self.kind} {handler.path} ({pointer.md5[:8]})"
+            commit = repo.commit_and_push(changes, message or f"Upload {what}")
+            changed = commit is not None
+            if commit is None:
+                logger.info("The %s and its metrics are unchanged; no new commit", self.kind)
+                commit = repo.head_or_raise()
+            else:
+                logger.info("Uploaded %s as commit %s", what, commit[:10])
+        return UploadResult(commit, changed, pointer.md5, pointer.size, uploaded)
+
+    # -- tag -----------------------------------------------------------------------------------
+
+    def tag(self, version: str | None = None, *, major: bool = False,
+            message: str | None = None) -> str:
+        """Give HEAD's artifact a version and push the tag with its commit.
+
+        Args:
+            version: an explicit, unused ``vX.Y``; None for the next minor (or, with ``major``,
+                the next major) version.
+
+        Returns:
+            The tag name.
+
+        Raises:
+            InvalidVersionError, VersionExistsError, NothingToDoError, StorageError, RemoteError.
+        """
+        repo, handler = self.repo, self._handler()
+        explicit = parse_version(version, kind=self.kind) if version is not None else None
+        with repo.locked():
+            for attempt in range(TAG_ATTEMPTS):
+                repo.sync()
+                head = repo.head_or_raise()
+                info = self._version_info_for(head)
+                existing = repo.versions(self.kind, fetch=False)
+                on_head = [i.tag for i in existing if i.commit == head]
+                if on_head:
+                    raise NothingToDoError(
+                        f"HEAD is already {on_head[-1]}",
+                        hint=f"Upload a new {self.kind} checkpoint before tagging again.")
+                numbers = [parse_version(i.version, kind="model") for i in existing
+                           if i.version]
+                number = explicit or next_version(numbers, major=major)
+                if number in numbers:
+                    raise VersionExistsError(number.tag(self.kind))
+                name = number.tag(self.kind)
+                info.version, info.tag = str(number), name
+                info.message = message or f"{self.kind.capitalize()} {name}"
+                try:
+                    repo.push_tags({name: info.tag_message()}, head)
+                except CPVError as e:
+                    if explicit is None and _is_race(e) and attempt + 1 < TAG_ATTEMPTS:
+                        logger.info("%s was taken meanwhile; trying the next version", name)
+                        continue
+                    if explicit is not None and _is_race(e):
+                        raise VersionExistsError(name) from e
+                    raise
+                logger.info("Tagged %s as %s", head[:10], name)
+                return name
+        raise AssertionError("unreachable")
+
+    def _version_info_for(self, commit: str) -> VersionInfo:
+        """Metadata for a new tag on ``commit``, checking its blobs are in storage."""
+        repo, handler = self.repo, self._handler()
+        pointer = repo.pointer_at(commit, handler.path)
+        if pointer is None:
+            raise NothingToDoError(f"HEAD has no uploaded {self.kind}",
+                                   hint=f"Run 'cpv {self.kind} upload' first.")
+        if repo.storage.missing([pointer.oid]):
+            raise StorageError(f"The {self.kind} of HEAD ({pointer.oid}) is not in storage",
+                               hint="Run 'cpv doctor --repair' or upload it again.")
+        base = repo.info_from_commit(self.kind, commit, tag=None)
+        assert base is not None
+        base.created_at = utc_now()
+        base.author = repo.author()
+        base.cpv_version = __version__
+        extra = self._handler().describe(repo, pointer)
+        for key, value in extra.items():
+            setattr(base, key, value)
+        return base
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every version, oldest first, with metadata, from git alone."""
+        return self.repo.versions(self.kind)
+
+    def metadata(self, version: str | None = None) -> VersionInfo:
+        """The metadata of ``version`` (HEAD when None), from git alone."""
+        return self.repo.resolve(self.kind, version)[1]
+
+    def diff(self, old: str, new: str) -> dict[str, Any]:
+        """Metrics of two versions side by side: ``{metric: {old, new, delta}}`` plus sizes."""
+        a, b = self.metadata(old), self.metadata(new)
+        rows: dict[str, dict[str, Any]] = {}
+        for key in sorted(set(a.metrics) | set(b.metrics)):
+            left, right = a.metrics.get(key), b.metrics.get(key)
+            delta = (right - left if _is_number(left) and _is_number(right) else None)
+            rows[key] = {"old": left, "new": right, "delta": delta}
+        return {"old": a.to_dict(), "new": b.to_dict(), "metrics": rows,
+                "size_delta_bytes": b.size_bytes - a.size_bytes}
+
+    # -- download and revert -------------------------------------------------------------------
+
+    def download(self, version: str | None = None, *,
+                 output_dir: str | os.PathLike[str] | None = None,
+                 progress: Progress | None = None) -> tuple[Path, VersionInfo]:
+        """Write ``version`` (HEAD when None) into ``output_dir``; HEAD and the working tree
+        are never touched. The md5 of every file is checked before it appears.
+
+        Returns:
+            The path written and the version's metadata.
+        """
+        repo, handler = self.repo, self._handler()
+        commit, info = repo.resolve(self.kind, version)
+        pointer = repo.pointer_at(commit, handler.path)
+        assert pointer is not None
+        out = Path(output_dir) if output_dir is not None else (
+            self.config.home / "downloads" / repo.team / repo.model / (info.version or commit[:12]))
+        out = out.expanduser().absolute()
+        target = out / pointer.path
+        if os.path.abspath(target) == str(repo.root / handler.path):
+            raise CPVError(f"Downloading into {target} would overwrite the working tree",
+                           hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
+        handler.materialize(repo, pointer, target, progress=progress or self.progress)
+        logger.info("Downloaded %s %s to %s", self.kind, info.version or "HEAD", target)
+        return target, info
+
+    def revert(self, version: str, *, force: bool = False,
+               progress: Progress | None = None) -> str | None:
+        """Bring ``version``'s artifact back into the working tree as a new commit, pushed.
+
+        Refuses, changing nothing, while the working-tree artifact has changes that were never
+        uploaded, unless ``force``.
+
+        Returns:
+            The new commit, or None when HEAD already holds that version.
+
+        Raises:
+            UnsavedChangesError, VersionNotFoundError, InvalidVersionError, StorageError.
+        """
+        if version is None:
+            raise CPVError("revert needs a version", hint=f"Run 'cpv {self.kind} list'.")
+        repo, handler = self.repo, self._handler()
+        with repo.locked():
+            repo.sync()
+            commit, info = repo.resolve(self.kind, version)
+            wanted = repo.pointer_at(commit, handler.path)
+            assert wanted is not None
+            head = repo.head_or_raise()
+            current = repo.pointer_at(head, handler.path)
+            workspace = handler.workspace_oid(repo)
+            unsaved = workspace is not None and (current is None or workspace != current.oid)
+            if unsaved and not force:
+                raise UnsavedChangesError(
+                    f"{handler.path} has changes that were never uploaded",
+                    hint=f"Upload them first ('cpv {self.kind} upload'), or pass --force to "
+                    "discard them.")
+            if workspace != wanted.oid:
+                handler.materialize(repo, wanted, repo.root / handler.path,
+                                    progress=progress or self.progress)
+                handler.remember_workspace(repo, wanted)
+            pointer_file = f"{handler.path}.dvc"
+
+            def changes(head_now: str | None) -> dict[str, bytes]:
+                files = {pointer_file: wanted.dumps().encode()}
+                if self.kind == "model":
+                    raw = repo.git.show(head_now, METRICS_FILE) if head_now else None
+                    if last_metrics(raw or b"") != info.metrics or repo.git.show(
+                            head_now, pointer_file) != files[pointer_file]:
+                        files[METRICS_FILE] = append_metrics(raw, info.metrics)
+                return files
+
+            try:
+                new = repo.commit_and_push(changes, f"Revert {self.kind} to {info.tag}")
+            except BaseException:
+                if current is not None and repo.cache.has(current.oid) and not unsaved:
+                    handler.materialize(repo, current, repo.root / handler.path, progress=None)
+                    handler.remember_workspace(repo, current)
+                raise
+            logger.info("Reverted %s to %s", self.kind, info.tag)
+            return new
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_race(error: CPVError) -> bool:
+    text = str(getattr(error, "stderr", "")).lower()
+    return "already exists" in text or "[rejected]" in text or "non-fast-forward" in text

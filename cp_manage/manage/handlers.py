@@ -1,0 +1,141 @@
+"""How one kind of artifact is hashed, cached, stored and brought back.
+
+``FileHandler`` handles a single file (``model.bin``). Each handler turns a workspace artifact
+into a DVC pointer plus the cache objects behind it, and turns a pointer back into verified
+files, so the managers above never care whether an artifact is a file or a folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cp_manage.backends.cache import FileStat
+from cp_manage.backends.pointer import Pointer
+from cp_manage.errors import ArtifactNotFoundError, IntegrityError
+from cp_manage.fsutil import Progress
+
+if TYPE_CHECKING:
+    from cp_manage.manage.repository import Repository
+
+
+class Handler(Protocol):
+    path: str
+
+    def check_source(self, repo: Repository, source: Path) -> Path: ...
+
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer: ...
+
+    def objects(self, repo: Repository, pointer: Pointer) -> list[str]: ...
+
+    def workspace_oid(self, repo: Repository) -> str | None: ...
+
+    def materialize(self, repo: Repository, pointer: Pointer, target: Path, *,
+                    progress: Progress | None) -> None: ...
+
+    def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]: ...
+
+    def remember_workspace(self, repo: Repository, pointer: Pointer) -> None: ...
+
+
+def fetch_object(repo: Repository, oid: str, target: Path, *, size: int,
+                 progress: Progress | None) -> None:
+    """Write object ``oid`` to ``target`` from the local cache, else from storage; verified.
+
+    The file appears at ``target`` only once its md5 matched: a temporary file next to it is
+    renamed into place, so no corrupt or partial file is ever left at the destination.
+    """
+    expected = oid.removesuffix(".dir")
+    if repo.cache.has(oid):
+        try:
+            repo.cache.checkout(oid, target, expected_md5=expected, progress=progress)
+            return
+        except IntegrityError:
+            pass  # the corrupt cache entry is gone; fetch a good copy from storage
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".cpv-tmp",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        md5 = repo.storage.download(oid, tmp, progress=progress)
+        if md5 != expected:
+            raise IntegrityError(
+                f"The stored object {oid} is corrupt (its bytes hash to {md5})",
+                hint="Run 'cpv doctor --repair' from a machine that has a good copy cached.")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class FileHandler:
+    """A single-file artifact such as ``model.bin``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def check_source(self, repo: Repository, source: Path) -> Path:
+        """The workspace file to upload: must exist, be a regular file inside the repository
+        and be the repository's tracked artifact (not a symlink out of it).
+
+        Raises:
+            ArtifactNotFoundError: with what to do instead.
+        """
+        expected = repo.root / self.path
+        source = source if source.is_absolute() else repo.root / source
+        if source.is_symlink():
+            raise ArtifactNotFoundError(
+                f"{source} is a symbolic link", hint=f"Copy the checkpoint itself to {expected}.")
+        if os.path.abspath(source) != str(expected):
+            raise ArtifactNotFoundError(
+                f"{source} is not this repository's model file",
+                hint=f"Write or copy the checkpoint to {expected}, then upload it.")
+        if not source.exists():
+            raise ArtifactNotFoundError(
+                f"Model file {source} does not exist",
+                hint="Save the checkpoint there first (e.g. torch.save(model, path)).")
+        if not source.is_file():
+            raise ArtifactNotFoundError(f"{source} is not a regular file",
+                                        hint="Upload a single checkpoint file.")
+        return source
+
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
+        stat = FileStat.of(source)
+        known = repo.state.lookup(self.path, stat)
+        md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
+        repo.state.remember(self.path, stat, md5)
+        return Pointer(path=Path(self.path).name, md5=md5, size=stat.size)
+
+    def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
+        return [pointer.oid]
+
+    def workspace_oid(self, repo: Repository) -> str | None:
+        """The md5 of the workspace file (from the stat record when unchanged), or None."""
+        source = repo.root / self.path
+        if not source.is_file():
+            return None
+        stat = FileStat.of(source)
+        known = repo.state.lookup(self.path, stat)
+        if known is None:
+            from cp_manage.fsutil import md5_file
+
+            known = md5_file(source)
+            repo.state.remember(self.path, stat, known)
+        return known
+
+    def materialize(self, repo: Repository, pointer: Pointer, target: Path, *,
+                    progress: Progress | None) -> None:
+        fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
+
+    def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
+        return {}
+
+    def remember_workspace(self, repo: Repository, pointer: Pointer) -> None:
+        """Record that the workspace file, just written by cpv, holds ``pointer``'s bytes."""
+        repo.state.remember(self.path, FileStat.of(repo.root / self.path), pointer.md5)
