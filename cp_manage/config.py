@@ -144,6 +144,34 @@ class CPVConfig:
         """Set one setting in config.json."""
         self.update({key: value})
 
+    # -- one-time setup (the seed's names) --------------------------------------------------
+
+    def setup_aws_profile(self, credential_path: str | os.PathLike[str] | None = None,
+                          aws_profile: str = "default", **options: Any) -> dict[str, Any]:
+        """Record the AWS credentials file and profile (plus bucket, endpoint_url, region).
+
+        See ``cp_manage.credentials.setup_aws_profile``.
+        """
+        from cp_manage.credentials import setup_aws_profile
+
+        return setup_aws_profile(self, credential_path, aws_profile, **options)
+
+    def setup_bitbucket_ssh(self, keygen_filename: str | os.PathLike[str] | None = None,
+                            bitbucket_user: str = "git", **options: Any) -> dict[str, Any]:
+        """Create the SSH key when missing and keep one marked block in ~/.ssh/config.
+
+        See ``cp_manage.credentials.setup_git_ssh``.
+        """
+        from cp_manage.credentials import setup_git_ssh
+
+        return setup_git_ssh(self, keygen_filename, bitbucket_user, **options)
+
+    def validate_credentials(self, **options: Any) -> Any:
+        """Check each part of the setup; returns a ``ValidationReport`` (``.ok``, findings)."""
+        from cp_manage.credentials import validate_credentials
+
+        return validate_credentials(self, **options)
+
     # -- the two remotes -----------------------------------------------------------------------
 
     def git_url(self, team: str, model: str, explicit: str | None = None) -> str:

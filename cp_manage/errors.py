@@ -54,11 +54,12 @@ class VersionNotFoundError(CPVError, LookupError):
     """A version does not exist, locally or on the remote."""
 
     def __init__(self, version: str, *, known: list[str] | None = None, kind: str = "model") -> None:
-        listing = ", ".join(known[-5:]) if known else "none yet"
-        super().__init__(
-            f"No {kind} version {version}",
-            hint=f"Known {kind} versions: {listing}. Run 'cpv {kind} list' to see them all.",
-        )
+        if known is None:
+            hint = f"Run 'cpv {kind} list' to see the versions there are."
+        else:
+            listing = ", ".join(known[-5:]) if known else "none yet"
+            hint = f"Known {kind} versions: {listing}. Run 'cpv {kind} list' to see them all."
+        super().__init__(f"No {kind} version {version}", hint=hint)
         self.version = version
 
 
@@ -94,7 +95,10 @@ class GitError(CPVError):
 
     def __init__(self, message: str, *, command: list[str] | None = None, stderr: str = "",
                  hint: str | None = None) -> None:
-        detail = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        # git's first "fatal:"/"error:" line says what went wrong; later lines are advice.
+        detail = next((line for line in lines if line.startswith(("fatal:", "error:"))),
+                      lines[-1] if lines else "")
         super().__init__(f"{message}: {detail}" if detail else message, hint=hint)
         self.command = command or []
         self.stderr = stderr

@@ -14,18 +14,26 @@ if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
 
 
-def _manager(kind: str, repo: str | None) -> CheckpointManager:
+def _manager(kind: str, repo: str | None, *, team: str | None = None,
+             model: str | None = None) -> CheckpointManager:
+    """The manager for the repository holding ``repo`` (or the current directory); with team
+    and model and no ``repo``, the clone at ``./MODEL`` or, without one, the remotes alone."""
     from cp_manage.config import CPVConfig
 
-    start = Path(repo) if repo else Path.cwd()
+    if (team is None) != (model is None):
+        raise click.UsageError("Give --team and --model together.")
+    start = Path(repo) if repo else (Path.cwd() / model if model else Path.cwd())
     config = CPVConfig()
+    manager_class: type[CheckpointManager]
     if kind == "data":
         from cp_manage.manage.data import DataCheckpointsManage
 
-        return DataCheckpointsManage(repo_path=start, config=config)
-    from cp_manage.manage.models import ModelsCheckpointsManage
+        manager_class = DataCheckpointsManage
+    else:
+        from cp_manage.manage.models import ModelsCheckpointsManage
 
-    return ModelsCheckpointsManage(repo_path=start, config=config)
+        manager_class = ModelsCheckpointsManage
+    return manager_class(team_name=team, model_name=model, repo_path=start, config=config)
 
 
 def parse_metric(text: str) -> tuple[str, Any]:
@@ -176,11 +184,16 @@ def make_group(kind: str) -> click.Group:
     @click.argument("version", required=False)
     @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False),
                   help="Folder to write into (default: ./{model}-{version}).")
+    @click.option("--team", help="With --model: fetch without a clone, from the configured "
+                  "remotes.")
+    @click.option("--model", help="With --team: the model to fetch.")
     @repo_option
-    def download(version: str | None, output_dir: str | None, repo: str | None) -> None:
-        manager = _manager(kind, repo)
+    def download(version: str | None, output_dir: str | None, team: str | None,
+                 model: str | None, repo: str | None) -> None:
+        manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
-            output_dir = str(Path.cwd() / f"{manager.repo.model}-{version or 'HEAD'}")
+            name = model or manager.repo.model
+            output_dir = str(Path.cwd() / f"{name}-{version or 'latest' if model else 'HEAD'}")
         with output.transfer_progress(f"downloading {kind}") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "

@@ -38,3 +38,80 @@ def set_(key: str, value: str) -> None:
 
     CPVConfig().set(key, value)
     output.success(f"Set {key}")
+
+
+@config.command(help="Record the AWS credentials file, profile and bucket (no secrets stored).")
+@click.option("--credentials-file", type=click.Path(dir_okay=False),
+              help="The AWS credentials file (default: ~/.aws/credentials).")
+@click.option("--profile", default="default", show_default=True, help="The AWS profile.")
+@click.option("--bucket", help="The S3 bucket holding the team's storage.")
+@click.option("--endpoint-url", help="For S3-compatible stores (MinIO, SeaweedFS, Ceph...).")
+@click.option("--region", help="The bucket's region.")
+def aws(credentials_file: str | None, profile: str, bucket: str | None,
+        endpoint_url: str | None, region: str | None) -> None:
+    from cp_manage.config import CPVConfig
+
+    CPVConfig().setup_aws_profile(credentials_file, profile, bucket=bucket,
+                                  endpoint_url=endpoint_url, region=region)
+    output.success(f"AWS profile {profile!r} recorded" + (f", bucket {bucket}" if bucket else ""))
+
+
+@config.command(help="Create the git host's SSH key when missing and add it to ~/.ssh/config.")
+@click.option("--key", required=True, type=click.Path(dir_okay=False),
+              help="The private key file (created with ssh-keygen when missing).")
+@click.option("--host", default="bitbucket.org", show_default=True)
+@click.option("--hostname", default="altssh.bitbucket.org", show_default=True)
+@click.option("--port", default=443, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--user", default="git", show_default=True)
+@click.option("--ssh-config", type=click.Path(dir_okay=False),
+              help="The SSH config file to edit (default: ~/.ssh/config).")
+def ssh(key: str, host: str, hostname: str, port: int, user: str, ssh_config: str | None) -> None:
+    from cp_manage.config import CPVConfig
+
+    result = CPVConfig().setup_bitbucket_ssh(key, user, host=host, hostname=hostname, port=port,
+                                             ssh_config_path=ssh_config)
+    if result["block_written"]:
+        output.success(f"{result['ssh_config']}: Host {host} -> {hostname}:{port} uses {key}")
+    else:
+        output.info(f"{result['ssh_config']} already has its own 'Host {host}' entry; kept it.")
+    if result["public_key"]:
+        output.info(f"Add this public key to your account on the git host:\n"
+                    f"{result['public_key']}")
+
+
+@config.command(help="Check credentials, bucket, SSH key and git host, each separately.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--team", help="Check this model's git remote (with --model).")
+@click.option("--model", help="Check this model's git remote (with --team).")
+@click.option("--repo", type=click.Path(file_okay=False), help="Check this repository's remote.")
+def validate(as_json: bool, team: str | None, model: str | None, repo: str | None) -> None:
+    from pathlib import Path
+
+    from cp_manage.config import CPVConfig
+    from cp_manage.errors import CPVError
+    from cp_manage.manage.repository import Repository
+
+    cfg = CPVConfig()
+    git_url, root = None, None
+    if team and model:
+        git_url = cfg.git_url(team, model)
+    else:
+        try:
+            root = Repository.find_root(Path(repo) if repo else Path.cwd())
+            repository = Repository.open(root, config=cfg)
+            git_url = repository.git.remote_url()
+        except CPVError:
+            if repo:
+                raise
+    report = cfg.validate_credentials(git_url=git_url, repo_root=root)
+    if as_json:
+        output.print_json(report.to_list())
+    else:
+        marks = {"passed": click.style("ok  ", fg="green"), "failed": click.style("FAIL", fg="red"),
+                 "skipped": click.style("skip", fg="yellow")}
+        for finding in report.findings:
+            output.info(f"{marks[finding.status]} {finding.check:<17} {finding.detail}")
+            if finding.fix:
+                output.info(f"     {'':<17} fix: {finding.fix}")
+    if not report.ok:
+        raise SystemExit(1)

@@ -17,13 +17,15 @@ from cp_manage.artifacts import VersionInfo, check_metrics
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
     CPVError,
+    NotARepositoryError,
     NothingToDoError,
     StorageError,
     UnsavedChangesError,
     VersionExistsError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.handlers import Handler
+from cp_manage.manage.detached import DetachedSource
+from cp_manage.manage.handlers import Handler, ObjectSource
 from cp_manage.manage.repository import (
     METRICS_FILE,
     InitResult,
@@ -272,18 +274,30 @@ class CheckpointManager:
         Returns:
             The path written and the version's metadata.
         """
-        repo, handler = self.repo, self._handler()
-        commit, info = repo.resolve(self.kind, version)
-        pointer = repo.pointer_at(commit, handler.path)
-        assert pointer is not None
+        handler = self._handler()
+        source: ObjectSource
+        try:
+            repo = self.repo
+        except NotARepositoryError:
+            if self.team_name is None or self.model_name is None:
+                raise
+            # No clone here: fetch just this version from the configured remotes.
+            detached = DetachedSource(self.config, self.team_name, self.model_name)
+            commit, info, pointer = detached.resolve(self.kind, version, handler.path)
+            source, team, model, root = detached, self.team_name, self.model_name, None
+        else:
+            commit, info = repo.resolve(self.kind, version)
+            found = repo.pointer_at(commit, handler.path)
+            assert found is not None
+            pointer, source, team, model, root = found, repo, repo.team, repo.model, repo.root
         out = Path(output_dir) if output_dir is not None else (
-            self.config.home / "downloads" / repo.team / repo.model / (info.version or commit[:12]))
+            self.config.home / "downloads" / team / model / (info.version or commit[:12]))
         out = out.expanduser().absolute()
         target = out / pointer.path
-        if os.path.abspath(target) == str(repo.root / handler.path):
+        if root is not None and os.path.abspath(target) == str(root / handler.path):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
-        handler.materialize(repo, pointer, target, progress=progress or self.progress)
+        handler.materialize(source, pointer, target, progress=progress or self.progress)
         logger.info("Downloaded %s %s to %s", self.kind, info.version or "HEAD", target)
         return target, info
 

@@ -19,7 +19,19 @@ from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.fsutil import Progress
 
 if TYPE_CHECKING:
+    from cp_manage.backends.cache import LocalCache
+    from cp_manage.backends.storage import Storage
     from cp_manage.manage.repository import Repository
+
+
+class ObjectSource(Protocol):
+    """Where objects come from on download: a repository, or a detached mirror (no clone)."""
+
+    @property
+    def cache(self) -> LocalCache: ...
+
+    @property
+    def storage(self) -> Storage: ...
 
 
 class Handler(Protocol):
@@ -33,7 +45,7 @@ class Handler(Protocol):
 
     def workspace_oid(self, repo: Repository) -> str | None: ...
 
-    def materialize(self, repo: Repository, pointer: Pointer, target: Path, *,
+    def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None) -> None: ...
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]: ...
@@ -41,7 +53,7 @@ class Handler(Protocol):
     def remember_workspace(self, repo: Repository, pointer: Pointer) -> None: ...
 
 
-def fetch_object(repo: Repository, oid: str, target: Path, *, size: int,
+def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
                  progress: Progress | None) -> None:
     """Write object ``oid`` to ``target`` from the local cache, else from storage; verified.
 
@@ -129,7 +141,7 @@ class FileHandler:
             repo.state.remember(self.path, stat, known)
         return known
 
-    def materialize(self, repo: Repository, pointer: Pointer, target: Path, *,
+    def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None) -> None:
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
 

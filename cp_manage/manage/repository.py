@@ -91,9 +91,9 @@ class Repository:
             NotARepositoryError: ``start`` is not inside one.
         """
         start = start.expanduser().absolute()
-        probe = start if start.is_dir() else start.parent
-        if not probe.is_dir():
+        if not start.exists():
             raise NotARepositoryError(str(start))
+        probe = start if start.is_dir() else start.parent
         result = run_git(["rev-parse", "--show-toplevel"], cwd=probe, check=False)
         if result.returncode != 0:
             raise NotARepositoryError(str(start))

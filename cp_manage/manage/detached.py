@@ -1,0 +1,91 @@
+"""Fetching a version on a machine that has no clone: from the configuration alone.
+
+The git URL comes from ``git_url_template``; only the version's tag is fetched, shallow, into a
+bare mirror under ``$CPV_HOME/mirrors``, and only that version's objects come from storage.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+
+from cp_manage.artifacts import VersionInfo
+from cp_manage.backends.cache import LocalCache
+from cp_manage.backends.git import Git, run_git
+from cp_manage.backends.pointer import Pointer, parse_pointer
+from cp_manage.backends.storage import Storage, open_storage
+from cp_manage.config import CPVConfig
+from cp_manage.errors import ConfigError, VersionNotFoundError
+from cp_manage.manage.repository import STORAGE_REMOTE
+from cp_manage.versions import Kind, Version, parse_version, version_from_tag
+
+logger = logging.getLogger(__name__)
+
+
+class DetachedSource:
+    """The parts of a repository a download needs (``cache``, ``storage``), without a clone."""
+
+    def __init__(self, config: CPVConfig, team: str, model: str) -> None:
+        self.config = config
+        self.team, self.model = team, model
+        self.git_url = config.git_url(team, model)
+        self.mirror = config.home / "mirrors" / team / f"{model}.git"
+        self.git = Git(self.mirror)
+        self.cache = LocalCache(config.home / "cache" / team / model)
+        self._storage: Storage | None = None
+
+    @property
+    def storage(self) -> Storage:
+        assert self._storage is not None, "resolve() a version first"
+        return self._storage
+
+    def _latest_tag(self, kind: Kind) -> str:
+        listing = run_git(["ls-remote", "--tags", "--refs", self.git_url], cwd=None).stdout
+        versions: list[tuple[Version, str]] = []
+        for line in listing.decode().splitlines():
+            ref = line.split("\t", 1)[-1].removeprefix("refs/tags/")
+            number = version_from_tag(ref, kind)
+            if number is not None:
+                versions.append((number, ref))
+        if not versions:
+            raise VersionNotFoundError("(latest)", kind=kind)
+        return max(versions)[1]
+
+    def resolve(self, kind: Kind, version: str | None, path: str
+                ) -> tuple[str, VersionInfo, Pointer]:
+        """Fetch ``version``'s tag (the latest when None) shallowly; return its commit,
+        metadata and pointer, and open the storage its ``.dvc/config`` names."""
+        tag = parse_version(version, kind=kind).tag(kind) if version else self._latest_tag(kind)
+        if not (self.mirror / "HEAD").exists():
+            self.mirror.mkdir(parents=True, exist_ok=True)
+            run_git(["init", "--quiet", "--bare"], cwd=self.mirror)
+        fetched = self.git.run("fetch", "--quiet", "--depth=1", "--no-tags", self.git_url,
+                               f"+refs/tags/{tag}:refs/tags/{tag}", check=False)
+        if fetched.returncode != 0:
+            if b"couldn't find remote ref" in fetched.stderr:
+                raise VersionNotFoundError(tag.removeprefix("data/"), kind=kind)
+            run_git(["ls-remote", self.git_url], cwd=None)  # raises the readable remote error
+            raise VersionNotFoundError(tag, kind=kind)
+        records = [r for r in self.git.tags(tag) if r.name == tag]
+        if not records:
+            raise VersionNotFoundError(tag, kind=kind)
+        record = records[0]
+        info = VersionInfo.from_tag(record.name, record.commit, record.contents)
+        raw = self.git.show(record.commit, f"{path}.dvc")
+        if info is None or raw is None:
+            raise VersionNotFoundError(tag, kind=kind)
+        pointer = parse_pointer(raw, source=f"{path}.dvc", expected_path=path)
+        self._storage = open_storage(self._storage_url(record.commit), config=self.config)
+        return record.commit, info, pointer
+
+    def _storage_url(self, commit: str) -> str:
+        parser = configparser.ConfigParser()
+        parser.read_string((self.git.show(commit, ".dvc/config") or b"").decode())
+        name = parser.get("core", "remote", fallback=STORAGE_REMOTE)
+        url = parser.get(f"'remote \"{name}\"'", "url", fallback=None)
+        if not url:
+            raise ConfigError(f"{self.git_url} names no DVC storage remote")
+        if "://" not in url and not url.startswith("/"):
+            # A relative local remote only makes sense inside a clone: use the configured one.
+            url = self.config.storage_url(self.team, self.model)
+        return url
