@@ -56,7 +56,9 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
                          hint="Check the network and the git host, then run the command again."
                          ) from e
     if check and result.returncode != 0:
-        stderr = result.stderr.decode("utf-8", "replace")
+        # push --porcelain reports each ref's fate ("[rejected] (fetch first)") on stdout.
+        stderr = result.stderr.decode("utf-8", "replace") + (
+            result.stdout.decode("utf-8", "replace") if args[0] == "push" else "")
         error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
         raise error_type(f"git {args[0]} failed", command=command, stderr=stderr,
                          hint=_hint_for(stderr))

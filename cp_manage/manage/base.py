@@ -16,6 +16,7 @@ from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo, check_metrics
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
+    ConcurrentModificationError,
     CPVError,
     NotARepositoryError,
     NothingToDoError,
@@ -28,6 +29,7 @@ from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.handlers import Handler, ObjectSource
 from cp_manage.manage.repository import (
     METRICS_FILE,
+    backoff,
     InitResult,
     Repository,
     append_metrics,
@@ -40,7 +42,7 @@ from cp_manage.versions import Kind, next_version, parse_version, validate_name
 logger = logging.getLogger("cp_manage")
 logger.addHandler(logging.NullHandler())
 
-TAG_ATTEMPTS = 8
+TAG_ATTEMPTS = 30
 
 
 @dataclass(frozen=True)
@@ -188,25 +190,26 @@ class CheckpointManager:
         Raises:
             InvalidVersionError, VersionExistsError, NothingToDoError, StorageError, RemoteError.
         """
-        repo, handler = self.repo, self._handler()
+        repo = self.repo
         explicit = parse_version(version, kind=self.kind) if version is not None else None
         with repo.locked():
+            # The commit the user uploaded, even when teammates have pushed since.
+            head = repo.head_or_raise()
+            repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
+            repo.push_head_if_needed()
+            info = self._version_info_for(head)
             for attempt in range(TAG_ATTEMPTS):
-                repo.sync()
-                head = repo.head_or_raise()
-                info = self._version_info_for(head)
+                repo.fetch_tags_quietly()
                 existing = repo.versions(self.kind, fetch=False)
-                on_head = [i.tag for i in existing if i.commit == head]
-                if on_head:
-                    raise NothingToDoError(
-                        f"HEAD is already {on_head[-1]}",
-                        hint=f"Upload a new {self.kind} checkpoint before tagging again.")
+                finished = self._finish_interrupted_tag(head, existing)
+                if finished:
+                    return finished
                 numbers = [parse_version(i.version, kind="model") for i in existing
                            if i.version]
                 number = explicit or next_version(numbers, major=major)
-                if number in numbers:
-                    raise VersionExistsError(number.tag(self.kind))
                 name = number.tag(self.kind)
+                if number in numbers:
+                    raise VersionExistsError(name)
                 info.version, info.tag = str(number), name
                 info.message = message or f"{self.kind.capitalize()} {name}"
                 try:
@@ -214,13 +217,38 @@ class CheckpointManager:
                 except CPVError as e:
                     if explicit is None and _is_race(e) and attempt + 1 < TAG_ATTEMPTS:
                         logger.info("%s was taken meanwhile; trying the next version", name)
+                        backoff(attempt)
                         continue
                     if explicit is not None and _is_race(e):
                         raise VersionExistsError(name) from e
                     raise
                 logger.info("Tagged %s as %s", head[:10], name)
                 return name
-        raise AssertionError("unreachable")
+        raise ConcurrentModificationError(f"Gave up tagging after {TAG_ATTEMPTS} lost races")
+
+    def _finish_interrupted_tag(self, head: str, existing: list[VersionInfo]) -> str | None:
+        """When HEAD already carries a version: push it if an earlier run died before doing
+        so and return it; refuse to give the same commit a second version."""
+        repo = self.repo
+        on_head = [i.tag for i in existing if i.commit == head and i.tag]
+        if not on_head:
+            return None
+        remote = repo.remote_tags()
+        for name in on_head:
+            if name in remote:
+                raise NothingToDoError(
+                    f"HEAD is already {name}",
+                    hint=f"Upload a new {self.kind} checkpoint before tagging again.")
+        name = on_head[-1]
+        try:
+            repo.git.push(f"refs/tags/{name}")
+        except CPVError as e:
+            if not _is_race(e):
+                raise
+            repo.git.delete_tags(name)  # someone else took that name meanwhile
+            return None
+        logger.info("Pushed %s, left unpushed by an interrupted run", name)
+        return name
 
     def _version_info_for(self, commit: str) -> VersionInfo:
         """Metadata for a new tag on ``commit``, checking its blobs are in storage."""

@@ -11,7 +11,9 @@ import configparser
 import contextlib
 import json
 import logging
+import random
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -46,7 +48,7 @@ METRICS_FILE = "metrics.log"
 MODEL_PATH = "model.bin"
 DATA_PATH = "data"
 STORAGE_REMOTE = "storage"
-PUSH_ATTEMPTS = 8
+PUSH_ATTEMPTS = 30
 
 Changes = dict[str, bytes]
 
@@ -356,6 +358,8 @@ class Repository:
             head = self.git.head()
             changes = make_changes(head)
             if head and all(self.git.show(head, p) == c for p, c in changes.items()):
+                # Already committed: perhaps by a run that died before its push. Finish it.
+                self.push_head_if_needed()
                 return None
             if write:
                 for path, content in changes.items():
@@ -367,11 +371,28 @@ class Repository:
                 self.git.undo_commit(commit)
                 if _is_rejected_race(e) and attempt + 1 < PUSH_ATTEMPTS:
                     logger.info("The remote moved on; replaying on top of it")
+                    backoff(attempt)
                     continue
                 raise
             self.git.run("update-ref", f"refs/remotes/origin/{branch}", commit, check=False)
             return commit
         raise ConcurrentModificationError("Gave up after repeated races with other writers")
+
+    def remote_head(self) -> str | None:
+        return self.git.rev_parse(f"refs/remotes/origin/{self.branch()}")
+
+    def push_head_if_needed(self) -> None:
+        """Push HEAD when the remote branch does not contain it yet."""
+        head, remote = self.git.head(), self.remote_head()
+        if head and (remote is None or not self.git.is_ancestor(head, remote)):
+            self.git.push(f"{head}:refs/heads/{self.branch()}")
+            self.git.run("update-ref", f"refs/remotes/origin/{self.branch()}", head, check=False)
+
+    def remote_tags(self) -> set[str]:
+        """Tag names on the git remote (one ls-remote call)."""
+        listing = self.git.out("ls-remote", "--tags", "--refs", "origin")
+        return {line.split("\t", 1)[1].removeprefix("refs/tags/")
+                for line in listing.splitlines() if "\t" in line}
 
     def push_tags(self, tags: dict[str, str], commit: str) -> None:
         """Create annotated tags (name → message) on ``commit`` and push them in one atomic
@@ -492,6 +513,11 @@ class Repository:
         result = self.git.run("var", "GIT_COMMITTER_IDENT", check=False)
         ident = result.stdout.decode("utf-8", "replace").strip()
         return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident) or "unknown"
+
+
+def backoff(attempt: int) -> None:
+    """Sleep a little, more after each lost race, with jitter so writers spread out."""
+    time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
 
 
 def _is_rejected_race(error: RemoteError) -> bool:
