@@ -14,46 +14,17 @@ import re
 import shlex
 import stat
 import subprocess
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlparse
 
 from cp_manage.config import CPVConfig
 from cp_manage.errors import ConfigError, CPVError
 from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.report import Finding, ValidationReport
 
-Status = Literal["passed", "failed", "skipped"]
 BLOCK_START = "# >>> cpv: {host} >>>"
 BLOCK_END = "# <<< cpv: {host} <<<"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The outcome of one check; ``fix`` says what to do when it failed."""
-
-    check: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["fix"] is None:
-            del data["fix"]
-        return data
-
-
-@dataclass
-class ValidationReport:
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(f.status != "failed" for f in self.findings)
-
-    def to_list(self) -> list[dict[str, Any]]:
-        return [f.to_dict() for f in self.findings]
 
 
 def default_credentials_path() -> Path:

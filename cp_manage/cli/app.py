@@ -61,9 +61,10 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cp_manage.cli import checkpoints, config_cmd, demo, init_cmd
+    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, init_cmd
 
     cli.add_command(init_cmd.init)
+    cli.add_command(doctor_cmd.doctor)
     cli.add_command(demo.demo)
     cli.add_command(checkpoints.make_group("model"))
     cli.add_command(checkpoints.make_group("data"))

@@ -87,6 +87,7 @@ def ssh(key: str, host: str, hostname: str, port: int, user: str, ssh_config: st
 def validate(as_json: bool, team: str | None, model: str | None, repo: str | None) -> None:
     from pathlib import Path
 
+    from cp_manage.cli.doctor_cmd import print_findings
     from cp_manage.config import CPVConfig
     from cp_manage.errors import CPVError
     from cp_manage.manage.repository import Repository
@@ -104,14 +105,6 @@ def validate(as_json: bool, team: str | None, model: str | None, repo: str | Non
             if repo:
                 raise
     report = cfg.validate_credentials(git_url=git_url, repo_root=root)
-    if as_json:
-        output.print_json(report.to_list())
-    else:
-        marks = {"passed": click.style("ok  ", fg="green"), "failed": click.style("FAIL", fg="red"),
-                 "skipped": click.style("skip", fg="yellow")}
-        for finding in report.findings:
-            output.info(f"{marks[finding.status]} {finding.check:<17} {finding.detail}")
-            if finding.fix:
-                output.info(f"     {'':<17} fix: {finding.fix}")
+    print_findings(report.findings, as_json)
     if not report.ok:
         raise SystemExit(1)

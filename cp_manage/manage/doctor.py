@@ -1,0 +1,184 @@
+"""``cpv doctor``: check that the clone, the git remote and storage agree, and mend what can be
+mended from here.
+
+Checks: every commit and version tag made here is on the git remote; every object any version
+(and HEAD) needs is in storage; every local cache entry still matches its md5; no temporary file
+of an interrupted run is left behind. ``repair`` pushes what is missing (commits, tags, objects
+from the local cache), removes corrupt cache entries and stale temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from cp_manage.backends.pointer import Pointer
+from cp_manage.errors import CPVError
+from cp_manage.fsutil import md5_file
+from cp_manage.manage.handlers import Handler
+from cp_manage.manage.repository import Repository
+from cp_manage.report import Finding, ValidationReport
+
+logger = logging.getLogger(__name__)
+
+
+def _handlers() -> dict[str, Handler]:
+    from cp_manage.manage.handlers import FileHandler
+    from cp_manage.manage.repository import DATA_PATH, MODEL_PATH
+
+    handlers: dict[str, Handler] = {"model": FileHandler(MODEL_PATH)}
+    try:
+        from cp_manage.manage.dataset import DirHandler
+    except ImportError:  # pragma: no cover - data support not installed
+        return handlers
+    handlers["data"] = DirHandler(DATA_PATH)
+    return handlers
+
+
+def run_doctor(repo: Repository, *, repair: bool = False) -> ValidationReport:
+    """Check (and with ``repair``, mend) the agreement of clone, git remote and storage."""
+    report = ValidationReport()
+    with repo.locked():
+        report.findings.append(_check_temp_files(repo, repair))
+        report.findings.append(_check_cache(repo, repair))
+        report.findings.append(_check_commits(repo, repair))
+        report.findings.append(_check_tags(repo, repair))
+        report.findings.append(_check_storage(repo, repair))
+    return report
+
+
+def _check_temp_files(repo: Repository, repair: bool) -> Finding:
+    leftovers = [p for base in (repo.root, repo.cache.root) if base.exists()
+                 for p in base.rglob("*.cpv-tmp") if ".git" not in p.relative_to(repo.root).parts
+                 or base == repo.cache.root]
+    if not leftovers:
+        return Finding("temp_files", "passed", "no temporary files of interrupted runs")
+    if repair:
+        for path in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return Finding("temp_files", "passed", f"removed {len(leftovers)} temporary file(s)")
+    return Finding("temp_files", "failed", f"{len(leftovers)} temporary file(s) of interrupted "
+                   "runs", "Run 'cpv doctor --repair' to remove them.")
+
+
+def _check_cache(repo: Repository, repair: bool) -> Finding:
+    base = repo.cache.root / "files" / "md5"
+    corrupt: list[Path] = []
+    count = 0
+    if base.is_dir():
+        for prefix in base.iterdir():
+            if not prefix.is_dir():
+                continue
+            for entry in prefix.iterdir():
+                if entry.name.startswith("."):
+                    continue
+                count += 1
+                expected = prefix.name + entry.name.removesuffix(".dir")
+                if md5_file(entry) != expected:
+                    corrupt.append(entry)
+    if not corrupt:
+        return Finding("cache", "passed", f"{count} cache entries match their md5")
+    if repair:
+        for path in corrupt:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o644)
+                path.unlink()
+        return Finding("cache", "passed", f"removed {len(corrupt)} corrupt cache entries; they "
+                       "are fetched again from storage when needed")
+    return Finding("cache", "failed", f"{len(corrupt)} of {count} cache entries are corrupt",
+                   "Run 'cpv doctor --repair' to remove them.")
+
+
+def _check_commits(repo: Repository, repair: bool) -> Finding:
+    try:
+        repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
+    except CPVError as e:
+        return Finding("commits", "failed", f"cannot reach the git remote: {e.message}",
+                       e.hint or None)
+    head, remote = repo.git.head(), repo.remote_head()
+    if head is None or (remote is not None and repo.git.is_ancestor(head, remote)):
+        return Finding("commits", "passed", "every local commit is on the git remote")
+    if repair:
+        try:
+            repo.push_head_if_needed()
+        except CPVError as e:
+            return Finding("commits", "failed", f"could not push HEAD: {e.message}",
+                           "Run 'git pull --rebase && git push', then 'cpv doctor' again.")
+        return Finding("commits", "passed", f"pushed {head[:10]} to the git remote")
+    return Finding("commits", "failed", f"HEAD {head[:10]} is not on the git remote",
+                   "Run 'cpv doctor --repair' to push it.")
+
+
+def _check_tags(repo: Repository, repair: bool) -> Finding:
+    local = [info.tag for kind in ("model", "data")
+             for info in repo.versions(kind, fetch=False) if info.tag]  # type: ignore[arg-type]
+    try:
+        remote = repo.remote_tags()
+    except CPVError as e:
+        return Finding("tags", "failed", f"cannot list remote tags: {e.message}", e.hint or None)
+    missing = [tag for tag in local if tag not in remote]
+    if not missing:
+        return Finding("tags", "passed", f"all {len(local)} version tags are on the git remote")
+    if repair:
+        failed = []
+        for tag in missing:
+            try:
+                repo.git.push(f"refs/tags/{tag}")
+            except CPVError:
+                failed.append(tag)
+        if failed:
+            return Finding("tags", "failed", f"could not push {', '.join(failed)} (taken on the "
+                           "remote by another commit?)",
+                           f"Delete them locally with 'git tag -d {' '.join(failed)}' and tag "
+                           "again.")
+        return Finding("tags", "passed", f"pushed {', '.join(missing)}")
+    return Finding("tags", "failed", f"not on the git remote: {', '.join(missing)}",
+                   "Run 'cpv doctor --repair' to push them.")
+
+
+def _check_storage(repo: Repository, repair: bool) -> Finding:
+    needed: dict[str, str] = {}  # oid -> the version that needs it
+    head = repo.git.head()
+    for kind, handler in _handlers().items():
+        pointers: list[tuple[str, Pointer]] = []
+        for info in repo.versions(kind, fetch=False):  # type: ignore[arg-type]
+            pointer = repo.pointer_at(info.commit, handler.path) if info.commit else None
+            if pointer is not None:
+                pointers.append((str(info.tag), pointer))
+        head_pointer = repo.pointer_at(head, handler.path) if head else None
+        if head_pointer is not None:
+            pointers.append(("HEAD", head_pointer))
+        for label, pointer in pointers:
+            try:
+                for oid in handler.objects(repo, pointer):
+                    needed.setdefault(oid, label)
+            except CPVError:
+                needed.setdefault(pointer.oid, label)
+    try:
+        missing = repo.storage.missing(needed)
+    except CPVError as e:
+        return Finding("storage", "failed", f"cannot reach storage: {e.message}", e.hint or None)
+    if not missing:
+        return Finding("storage", "passed", f"all {len(needed)} objects of every version are in "
+                       "storage")
+    if repair:
+        lost = []
+        for oid in sorted(missing):
+            cached = repo.cache.path(oid)
+            if cached.is_file() and md5_file(cached) == oid.removesuffix(".dir"):
+                repo.storage.upload(oid, cached)
+            else:
+                lost.append(oid)
+        if lost:
+            versions = sorted({needed[o] for o in lost})
+            return Finding("storage", "failed", f"{len(lost)} object(s) of {', '.join(versions)} "
+                           "are in neither storage nor this cache",
+                           "Run 'cpv doctor --repair' on a machine that has them cached.")
+        return Finding("storage", "passed", f"re-uploaded {len(missing)} object(s) from the cache")
+    versions = sorted({needed[o] for o in missing})
+    return Finding("storage", "failed", f"{len(missing)} object(s) missing from storage, needed "
+                   f"by {', '.join(versions)}", "Run 'cpv doctor --repair' to upload them from "
+                   "the local cache.")
