@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress, atomic_output, atomic_write_bytes, copy_with_md5, md5_file
 from cp_manage.backends.storage import object_key
 
@@ -93,6 +94,7 @@ class LocalCache:
         try:
             with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
                 md5, _ = copy_with_md5(reader, writer, total=before.size, progress=progress)
+                crash_point("hashing")
                 writer.flush()
                 os.fsync(writer.fileno())
             if FileStat.of(source) != before:

@@ -16,6 +16,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 
 from cp_manage.errors import StorageError
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress, atomic_output, copy_with_md5
 
 
@@ -70,6 +71,7 @@ class LocalStorage:
         try:
             with open(source, "rb") as reader, atomic_output(target, mode=0o444) as writer:
                 copy_with_md5(reader, writer, total=source.stat().st_size, progress=progress)
+                crash_point("storage_upload")
         except OSError as e:
             raise StorageError(f"Cannot write {oid} to storage {self.root}: {e.strerror or e}",
                                hint="Check free space and permissions, then run the command "

@@ -24,6 +24,7 @@ from cp_manage.errors import (
     UnsavedChangesError,
     VersionExistsError,
 )
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.handlers import Handler, ObjectSource
@@ -145,6 +146,7 @@ class CheckpointManager:
                 repo.storage.upload(oid, cached, progress=progress if not oid.endswith(
                     ".dir") else None)
                 uploaded += cached.stat().st_size
+            crash_point("after_blobs")
             pointer_file = f"{handler.path}.dvc"
 
             def changes(head: str | None) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ from cp_manage.backends.git import Git, run_git
 from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
+from cp_manage.faults import crash_point
 from cp_manage.errors import (
     ConcurrentModificationError,
     ConfigError,
@@ -365,6 +366,7 @@ class Repository:
                 for path, content in changes.items():
                     atomic_write_bytes(self.root / path, content)
             commit = self.git.commit_paths(sorted(changes), message)
+            crash_point("after_commit")
             try:
                 self.git.push(f"{commit}:refs/heads/{branch}")
             except RemoteError as e:
@@ -404,6 +406,7 @@ class Repository:
             for name, message in tags.items():
                 self.git.create_tag(name, message, commit)
                 created.append(name)
+            crash_point("after_tag_created")
             refspecs = [f"refs/tags/{name}" for name in tags]
             remote = self.git.rev_parse(f"refs/remotes/origin/{branch}")
             if remote is None or not self.git.is_ancestor(commit, remote):
