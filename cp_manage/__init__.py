@@ -16,6 +16,7 @@ from cp_manage.errors import (
     CPVError,
     GitError,
     IntegrityError,
+    InvalidDatasetError,
     InvalidNameError,
     InvalidVersionError,
     NotARepositoryError,
@@ -27,17 +28,22 @@ from cp_manage.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from cp_manage.manage.combined import CombinedCheckpointsManage
+from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
 
 __all__ = [
     "ArtifactNotFoundError",
     "CPVConfig",
     "CPVError",
+    "CombinedCheckpointsManage",
     "ConcurrentModificationError",
     "ConfigError",
     "DataArtifacts",
+    "DataCheckpointsManage",
     "GitError",
     "IntegrityError",
+    "InvalidDatasetError",
     "InvalidNameError",
     "InvalidVersionError",
     "ModelArtifacts",
@@ -50,5 +56,6 @@ __all__ = [
     "UnsavedChangesError",
     "VersionExistsError",
     "VersionInfo",
+    "VersionNotFoundError",
     "__version__",
 ]

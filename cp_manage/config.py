@@ -125,8 +125,8 @@ class CPVConfig:
         data = self._load_file()
         for key, value in values.items():
             if key not in KEYS or key == "last_updated":
-                raise ConfigError(f"Unknown setting {key!r}",
-                                  hint=f"Known: {', '.join(k for k in KEYS if k != 'last_updated')}.")
+                known = ", ".join(k for k in KEYS if k != "last_updated")
+                raise ConfigError(f"Unknown setting {key!r}", hint=f"Known: {known}.")
             if value is None:
                 data.pop(key, None)
                 continue

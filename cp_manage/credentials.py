@@ -92,7 +92,8 @@ def setup_aws_profile(config: CPVConfig, credential_path: str | os.PathLike[str]
     if region is not None:
         values["region"] = region
     config.update(values)
-    return config.get_config()
+    settings: dict[str, Any] = config.get_config()
+    return settings
 
 
 # -- SSH -------------------------------------------------------------------------------------------

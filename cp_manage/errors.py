@@ -53,7 +53,8 @@ class VersionExistsError(CPVError, ValueError):
 class VersionNotFoundError(CPVError, LookupError):
     """A version does not exist, locally or on the remote."""
 
-    def __init__(self, version: str, *, known: list[str] | None = None, kind: str = "model") -> None:
+    def __init__(self, version: str, *, known: list[str] | None = None,
+                 kind: str = "model") -> None:
         if known is None:
             hint = f"Run 'cpv {kind} list' to see the versions there are."
         else:
@@ -78,6 +79,11 @@ class ArtifactNotFoundError(CPVError, FileNotFoundError):
     """The model file or dataset folder to upload does not exist or cannot be used."""
 
 
+class InvalidDatasetError(CPVError, ValueError):
+    """A dataset folder holds something cpv cannot version (a symlink loop, a ``.git`` folder,
+    a device file, a name that is not valid UTF-8)."""
+
+
 class PointerError(CPVError, ValueError):
     """A .dvc pointer file is corrupt, or names something it must not."""
 
@@ -94,11 +100,12 @@ class GitError(CPVError):
     """A git command failed."""
 
     def __init__(self, message: str, *, command: list[str] | None = None, stderr: str = "",
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, detail: str | None = None) -> None:
         lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
         # git's first "fatal:"/"error:" line says what went wrong; later lines are advice.
-        detail = next((line for line in lines if line.startswith(("fatal:", "error:"))),
-                      lines[-1] if lines else "")
+        if detail is None:
+            detail = next((line for line in lines if line.startswith(("fatal:", "error:"))),
+                          lines[-1] if lines else "")
         super().__init__(f"{message}: {detail}" if detail else message, hint=hint)
         self.command = command or []
         self.stderr = stderr

@@ -63,7 +63,7 @@ def test_eight_writers_five_versions_each(tmp_path: Path, env: dict[str, str],
              for i in range(WRITERS)]
     results = [p.communicate(timeout=600) for p in procs]
     elapsed = time.monotonic() - started
-    for proc, (out, err) in zip(procs, results, strict=True):
+    for proc, (_out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-2000:]
 
     written = {tag: md5 for out, _ in results for tag, md5 in json.loads(out)}

@@ -152,7 +152,8 @@ def test_config_json_writable_by_others_is_refused(isolated_env: dict[str, Path]
 
 def test_existing_ssh_host_entry_is_kept_not_duplicated(tmp_path: Path) -> None:
     ssh_config = tmp_path / "ssh_config"
-    original = "Host bitbucket.org\n  User mine\n  IdentityFile ~/.ssh/mine\n\nHost other\n  Port 1\n"
+    original = ("Host bitbucket.org\n  User mine\n  IdentityFile ~/.ssh/mine\n\n"
+                "Host other\n  Port 1\n")
     ssh_config.write_text(original)
     key = tmp_path / "key"
     for _ in range(2):

@@ -15,10 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cp_manage.backends.storage import object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress, atomic_output, atomic_write_bytes, copy_with_md5, md5_file
-from cp_manage.backends.storage import object_key
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,12 @@ class StatRecord:
 
     def remember(self, key: str, stat: FileStat, md5: str) -> None:
         self._load()[key] = [stat.ino, stat.size, stat.mtime_ns, md5]
+
+    def has(self, key: str) -> bool:
+        return key in self._load()
+
+    def mark(self, key: str) -> None:
+        self._load()[key] = []
 
     def save(self) -> None:
         if self._entries is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
     """Run ``git *args`` in ``cwd``; raise GitError (RemoteError for network verbs) on failure."""
     command = ["git", "-c", "core.quotepath=false", *args]
     try:
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: PLW1510 - the return code is checked below
             command, cwd=cwd, input=input_bytes, capture_output=True, timeout=timeout,
             env={**os.environ, **_ENV, **(env or {})},
             # A new session has no controlling terminal, so ssh cannot prompt either.
@@ -124,7 +125,7 @@ class Git:
         for entry in raw.decode("utf-8", "replace").split("\0\0\n"):
             if not entry.strip("\n"):
                 continue
-            name, commit, date, contents = (entry.split("\0", 3) + ["", "", ""])[:4]
+            name, commit, date, contents = [*entry.split("\0", 3), "", "", ""][:4]
             if commit:  # lightweight tags have no peeled object; cpv only writes annotated ones
                 records.append(TagRecord(name=name.strip("\n"), commit=commit, contents=contents,
                                          tagger_date=date))
@@ -170,5 +171,37 @@ class Git:
         self.run("fetch", "--quiet", "--no-write-fetch-head", remote, *refspecs)
 
     def push(self, *refspecs: str, remote: str = "origin") -> None:
-        """Push all ``refspecs`` in one atomic transaction: all of them land or none does."""
-        self.run("push", "--quiet", "--atomic", "--porcelain", remote, *refspecs)
+        """Push all ``refspecs`` in one atomic transaction: all of them land or none does.
+
+        Raises:
+            RemoteError: naming the refs the remote refused, why, and what its hooks said.
+        """
+        args = ["push", "--quiet", "--atomic", "--porcelain", remote, *refspecs]
+        result = self.run(*args, check=False)
+        if result.returncode == 0:
+            return
+        stderr = result.stderr.decode("utf-8", "replace")
+        report = result.stdout.decode("utf-8", "replace")
+        detail = _refusal(report, stderr)
+        hint = _hint_for(stderr) if detail is None else (
+            "The git remote's own rules refused it (see what it said); nothing was changed "
+            "there. Resolve that with whoever runs the remote, then run the command again.")
+        raise RemoteError("git push failed", command=["git", *args], stderr=f"{stderr}\n{report}",
+                          hint=hint, detail=detail)
+
+
+def _refusal(report: str, stderr: str) -> str | None:
+    """What ``push --porcelain`` says was refused (``!<TAB>src:dst<TAB>[reason]`` lines), and
+    the remote's own words; None when nothing was refused (e.g. the remote is unreachable)."""
+    refused = []
+    for line in report.splitlines():
+        fields = line.split("\t")
+        if line.startswith("!") and len(fields) >= 3 and "atomic push failure" not in fields[2]:
+            refused.append(f"{fields[1].rsplit(':', 1)[-1]} {fields[2]}")
+    if not refused:
+        return None
+    said = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line[len("remote:"):]).strip()
+            for line in stderr.splitlines() if line.startswith("remote:")]
+    said = [line for line in said if line and "hook declined to update" not in line]
+    text = f"the remote refused {', '.join(refused)}"
+    return f"{text} (it said: {' / '.join(said)})" if said else text

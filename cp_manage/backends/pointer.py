@@ -15,6 +15,7 @@ import yaml
 from cp_manage.errors import PointerError
 
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
+_YAML12_NUMBER_RE = re.compile(r"[-+]?[0-9]+(?:[eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class Pointer:
 
     def dumps(self) -> str:
         """The pointer file's text, byte for byte what ``dvc add`` writes."""
-        lines = ["outs:", f"- md5: {self.oid}", f"  size: {self.size}"]
+        lines = ["outs:", f"- md5: {_yaml_scalar(self.oid)}", f"  size: {self.size}"]
         if self.nfiles is not None:
             lines.append(f"  nfiles: {self.nfiles}")
         lines += ["  hash: md5", f"  path: {_yaml_scalar(self.path)}", ""]
@@ -45,21 +46,24 @@ class Pointer:
 
 
 def _yaml_scalar(text: str) -> str:
+    """``text`` as a YAML string, quoted exactly when DVC quotes it."""
     dumped = yaml.safe_dump(text, default_style=None, allow_unicode=True, width=10_000)
-    return dumped.removesuffix("\n...\n").rstrip("\n")
+    dumped = dumped.removesuffix("\n...\n").rstrip("\n")
+    # DVC writes YAML 1.2, where an md5 like 0123...9 or 1e23...4 also reads as a number.
+    if _YAML12_NUMBER_RE.fullmatch(dumped):
+        return f"'{dumped}'"
+    return dumped
 
 
 def check_relative_path(path: object, *, what: str) -> str:
     """A POSIX path relative to the repository that stays inside it."""
+    hint = "Restore the pointer from git (git checkout -- FILE) or upload again."
     if not isinstance(path, str) or not path or "\0" in path:
-        raise PointerError(f"{what}: the path {path!r} is empty or not text")
+        raise PointerError(f"{what}: the path {path!r} is empty or not text", hint=hint)
     pure = PurePosixPath(path)
     if pure.is_absolute() or path.startswith("\\") or ".." in pure.parts or re.match(
             r"^[A-Za-z]:", path):
-        raise PointerError(
-            f"{what} names {path!r}, which is outside the repository",
-            hint="Restore the pointer from git (git checkout -- FILE) or upload again.",
-        )
+        raise PointerError(f"{what} names {path!r}, which is outside the repository", hint=hint)
     return path
 
 

@@ -71,10 +71,9 @@ def _version_row(info: Any) -> list[str]:
     created = (info.created_at or "")[:19].replace("T", " ")
     row = [info.version or "HEAD", created, output.human_size(info.size_bytes), info.md5[:10]]
     if info.kind == "data":
-        row.append(str(info.file_count if info.file_count is not None else "-"))
+        row += [_fmt(info.file_count), _fmt(info.sample_count)]
     else:
-        row.append(info.data_version or "-")
-    row.append(output.format_metrics(info.metrics))
+        row += [info.data_version or "-", output.format_metrics(info.metrics)]
     return row
 
 
@@ -85,13 +84,16 @@ def make_group(kind: str) -> click.Group:
                                help="The repository (default: the one holding the current "
                                "directory).")
 
-    @click.group(name=kind, help=f"Upload, version, list and fetch the {kind} {noun}.")
+    what = "model checkpoint" if kind == "model" else "training data (the data/ folder)"
+    @click.group(name=kind, help=f"Upload, version, list and fetch the {what}.")
     def group() -> None:
         pass
 
     default_path = "model.bin" if kind == "model" else "data"
 
-    @group.command(help=f"Store the {noun} and commit it (default PATH: {default_path}).")
+    @group.command(help=f"Store the {noun} and commit it (default PATH: {default_path})." + (
+        " A folder elsewhere is first copied to data/; only changed files are sent."
+        if kind == "data" else ""))
     @click.argument("path", required=False)
     @click.option("--metric", multiple=True, metavar="K=V", help="A metric; repeatable.")
     @click.option("--metrics-file", type=click.Path(dir_okay=False),
@@ -107,6 +109,9 @@ def make_group(kind: str) -> click.Group:
             kwargs: dict[str, Any] = {"message": message, "progress": progress}
             if kind == "model":
                 kwargs["metrics"] = metrics
+            elif metrics is not None:
+                raise click.UsageError("A dataset has no metrics; give them to "
+                                       "'cpv model upload'.")
             result = manager.upload(source, **kwargs)
         if result.changed:
             output.success(f"Uploaded {kind} {result.md5[:10]} "
@@ -128,7 +133,8 @@ def make_group(kind: str) -> click.Group:
         name = _manager(kind, repo).tag(version, major=major, message=message)
         output.success(f"Tagged {name}")
 
-    @group.command(name="list", help="Versions, oldest first, with their metrics.")
+    @group.command(name="list", help="Versions, oldest first, with their " + (
+        "metrics." if kind == "model" else "file and sample counts."))
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
     @repo_option
     def list_(as_json: bool, repo: str | None) -> None:
@@ -140,8 +146,8 @@ def make_group(kind: str) -> click.Group:
             output.info(f"No {kind} versions yet. Run 'cpv {kind} upload' and "
                         f"'cpv {kind} tag'.")
             return
-        fourth = "files" if kind == "data" else "data"
-        output.table(["version", "created (UTC)", "size", "md5", fourth, "metrics"],
+        last = ["files", "samples"] if kind == "data" else ["data", "metrics"]
+        output.table(["version", "created (UTC)", "size", "md5", *last],
                      [_version_row(v) for v in versions])
 
     @group.command(help="The metadata of VERSION (default: HEAD).")
@@ -161,7 +167,9 @@ def make_group(kind: str) -> click.Group:
                 output.info(f"{key:>12}: {data[key]}")
         output.info(f"{'metrics':>12}: {output.format_metrics(info.metrics)}")
 
-    @group.command(help="Compare two versions' metrics side by side.")
+    @group.command(help="Compare two versions side by side: " + (
+        "metrics with deltas." if kind == "model" else "counts with deltas, and the files "
+        "added, removed, modified."))
     @click.argument("old")
     @click.argument("new")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
@@ -173,11 +181,14 @@ def make_group(kind: str) -> click.Group:
             return
         a, b = result["old"], result["new"]
         rows = [[name, _fmt(r["old"]), _fmt(r["new"]), _fmt_delta(r["delta"])]
-                for name, r in result["metrics"].items()]
+                for name, r in {**result["metrics"], **result.get("stats", {})}.items()]
         rows.append(["size", output.human_size(a["size_bytes"]),
                      output.human_size(b["size_bytes"]),
                      f"{result['size_delta_bytes']:+d} B"])
         output.table(["", a["version"] or "HEAD", b["version"] or "HEAD", "delta"], rows)
+        if result.get("files") is not None:
+            output.info(", ".join(f"{len(names)} {change}"
+                                  for change, names in result["files"].items()) + " files")
 
     @group.command(help="Fetch VERSION (default: HEAD) into a folder; the working tree and "
                    "HEAD are never touched.")
@@ -193,7 +204,9 @@ def make_group(kind: str) -> click.Group:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
             name = model or manager.repo.model
-            output_dir = str(Path.cwd() / f"{name}-{version or 'latest' if model else 'HEAD'}")
+            label = version or ("latest" if model else "HEAD")
+            output_dir = str(Path.cwd() / (f"{name}-data-{label.removeprefix('data/')}"
+                                           if kind == "data" else f"{name}-{label}"))
         with output.transfer_progress(f"downloading {kind}") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
@@ -224,4 +237,6 @@ def _fmt_delta(value: Any) -> str:
 
 
 def extra_commands() -> list[click.Command]:
-    return []
+    from cp_manage.cli.combined_cmd import combined
+
+    return [combined]

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo, check_metrics
+from cp_manage.backends.pointer import Pointer
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
     ConcurrentModificationError,
     CPVError,
     NotARepositoryError,
     NothingToDoError,
+    PointerError,
     StorageError,
     UnsavedChangesError,
     VersionExistsError,
@@ -27,13 +30,13 @@ from cp_manage.errors import (
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
 from cp_manage.manage.detached import DetachedSource
-from cp_manage.manage.handlers import Handler, ObjectSource
+from cp_manage.manage.handlers import Handler, ObjectSource, upload_objects
 from cp_manage.manage.repository import (
     METRICS_FILE,
-    backoff,
     InitResult,
     Repository,
     append_metrics,
+    backoff,
     ensure_ignored,
     last_metrics,
     utc_now,
@@ -61,6 +64,8 @@ class CheckpointManager:
     """One implementation of the lifecycle, for the artifact a subclass names."""
 
     kind: Kind = "model"
+    records_metrics = True
+    """Whether each version carries a ``metrics.log`` line (models do, datasets do not)."""
 
     def __init__(self, team_name: str | None = None, model_name: str | None = None,
                  repo_path: str | os.PathLike[str] | None = None, verbose: bool = False, *,
@@ -139,32 +144,13 @@ class CheckpointManager:
         with repo.locked():
             path = handler.check_source(repo, Path(source) if source else Path(handler.path))
             pointer = handler.stage(repo, path, progress=progress)
-            missing = repo.storage.missing(handler.objects(repo, pointer))
-            uploaded = 0
-            for oid in sorted(missing):
-                cached = repo.cache.path(oid)
-                repo.storage.upload(oid, cached, progress=progress if not oid.endswith(
-                    ".dir") else None)
-                uploaded += cached.stat().st_size
+            missing = repo.missing_in_storage(handler.objects(repo, pointer))
+            uploaded = upload_objects(repo, missing, progress=progress)
+            repo.record_stored(missing)
             crash_point("after_blobs")
-            pointer_file = f"{handler.path}.dvc"
 
             def changes(head: str | None) -> dict[str, bytes]:
-                files = {
-                    pointer_file: pointer.dumps().encode(),
-                    ".gitignore": ensure_ignored(repo.git.show(head, ".gitignore") if head
-                                                 else None, handler.path),
-                }
-                if self.kind == "model":
-                    old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
-                    old_pointer = repo.git.show(head, pointer_file) if head else None
-                    artifact_changed = old_pointer != files[pointer_file]
-                    wanted = checked_metrics if checked_metrics is not None else (
-                        {} if artifact_changed else None)
-                    if wanted is not None and (artifact_changed or wanted != last_metrics(
-                            old_metrics_raw or b"")):
-                        files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
-                return files
+                return self._pointer_changes(head, pointer, checked_metrics)
 
             what = f"{self.kind} {handler.path} ({pointer.md5[:8]})"
             commit = repo.commit_and_push(changes, message or f"Upload {what}")
@@ -175,6 +161,31 @@ class CheckpointManager:
             else:
                 logger.info("Uploaded %s as commit %s", what, commit[:10])
         return UploadResult(commit, changed, pointer.md5, pointer.size, uploaded)
+
+    def _pointer_changes(self, head: str | None, pointer: Pointer,
+                         metrics: dict[str, Any] | None) -> dict[str, bytes]:
+        """The files a commit recording ``pointer`` changes, computed on top of ``head``.
+
+        With metrics, a ``metrics.log`` line is added when the artifact or the metrics differ
+        from HEAD's; a new artifact without metrics gets an empty line, so the last line always
+        describes the current artifact.
+        """
+        repo, path = self.repo, self._handler().path
+        pointer_file = f"{path}.dvc"
+        files = {
+            pointer_file: pointer.dumps().encode(),
+            ".gitignore": ensure_ignored(repo.git.show(head, ".gitignore") if head else None,
+                                         path),
+        }
+        if self.records_metrics:
+            old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
+            old_pointer = repo.git.show(head, pointer_file) if head else None
+            artifact_changed = old_pointer != files[pointer_file]
+            wanted = metrics if metrics is not None else ({} if artifact_changed else None)
+            if wanted is not None and (artifact_changed or wanted != last_metrics(
+                    old_metrics_raw or b"")):
+                files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
+        return files
 
     # -- tag -----------------------------------------------------------------------------------
 
@@ -197,15 +208,17 @@ class CheckpointManager:
         with repo.locked():
             # The commit the user uploaded, even when teammates have pushed since.
             head = repo.head_or_raise()
+            # Checked before anything is pushed: a corrupt pointer must not reach the remote.
+            info = self._version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
             repo.push_head_if_needed()
-            info = self._version_info_for(head)
             for attempt in range(TAG_ATTEMPTS):
                 repo.fetch_tags_quietly()
                 existing = repo.versions(self.kind, fetch=False)
                 finished = self._finish_interrupted_tag(head, existing)
                 if finished:
                     return finished
+                self._check_new_version(info, existing)
                 numbers = [parse_version(i.version, kind="model") for i in existing
                            if i.version]
                 number = explicit or next_version(numbers, major=major)
@@ -213,7 +226,7 @@ class CheckpointManager:
                 if number in numbers:
                     raise VersionExistsError(name)
                 info.version, info.tag = str(number), name
-                info.message = message or f"{self.kind.capitalize()} {name}"
+                info.message = message or f"{self.kind.capitalize()} {number}"
                 try:
                     repo.push_tags({name: info.tag_message()}, head)
                 except CPVError as e:
@@ -252,6 +265,10 @@ class CheckpointManager:
         logger.info("Pushed %s, left unpushed by an interrupted run", name)
         return name
 
+    def _check_new_version(self, info: VersionInfo, existing: list[VersionInfo]) -> None:
+        """Refuse a version that would add nothing (the data manager refuses a dataset that
+        is already a version)."""
+
     def _version_info_for(self, commit: str) -> VersionInfo:
         """Metadata for a new tag on ``commit``, checking its blobs are in storage."""
         repo, handler = self.repo, self._handler()
@@ -259,7 +276,7 @@ class CheckpointManager:
         if pointer is None:
             raise NothingToDoError(f"HEAD has no uploaded {self.kind}",
                                    hint=f"Run 'cpv {self.kind} upload' first.")
-        if repo.storage.missing([pointer.oid]):
+        if repo.missing_in_storage([pointer.oid]):
             raise StorageError(f"The {self.kind} of HEAD ({pointer.oid}) is not in storage",
                                hint="Run 'cpv doctor --repair' or upload it again.")
         base = repo.info_from_commit(self.kind, commit, tag=None)
@@ -288,7 +305,7 @@ class CheckpointManager:
         rows: dict[str, dict[str, Any]] = {}
         for key in sorted(set(a.metrics) | set(b.metrics)):
             left, right = a.metrics.get(key), b.metrics.get(key)
-            delta = (right - left if _is_number(left) and _is_number(right) else None)
+            delta = right - left if _is_number(left) and _is_number(right) else None
             rows[key] = {"old": left, "new": right, "delta": delta}
         return {"old": a.to_dict(), "new": b.to_dict(), "metrics": rows,
                 "size_delta_bytes": b.size_bytes - a.size_bytes}
@@ -316,6 +333,7 @@ class CheckpointManager:
             commit, info, pointer = detached.resolve(self.kind, version, handler.path)
             source, team, model, root = detached, self.team_name, self.model_name, None
         else:
+            repo.warm_up_storage()
             commit, info = repo.resolve(self.kind, version)
             found = repo.pointer_at(commit, handler.path)
             assert found is not None
@@ -323,11 +341,25 @@ class CheckpointManager:
         out = Path(output_dir) if output_dir is not None else (
             self.config.home / "downloads" / team / model / (info.version or commit[:12]))
         out = out.expanduser().absolute()
-        target = out / pointer.path
+        # A file lands inside the folder (DIR/model.bin); a dataset *is* the folder (DIR/train/).
+        target = out if pointer.is_dir else out / pointer.path
         if root is not None and os.path.abspath(target) == str(root / handler.path):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
-        handler.materialize(source, pointer, target, progress=progress or self.progress)
+        if pointer.is_dir and output_dir is not None and out.exists() and (
+                not out.is_dir() or any(out.iterdir())):
+            raise CPVError(f"{out} exists and is not empty",
+                           hint="Download the dataset into a new or empty folder (it replaces "
+                           "the folder's whole content), or delete that folder first.")
+        try:
+            handler.materialize(source, pointer, target, progress=progress or self.progress)
+        except OSError as e:
+            if isinstance(e, CPVError):
+                raise
+            # The destination, not the remote: e.g. -o names a file, or a folder not writable.
+            raise CPVError(f"Cannot write the {self.kind} to {out}: {e.strerror or e}",
+                           hint="Pass -o a folder you can write to (it is created when "
+                           "missing).") from e
         logger.info("Downloaded %s %s to %s", self.kind, info.version or "HEAD", target)
         return target, info
 
@@ -346,48 +378,148 @@ class CheckpointManager:
         """
         if version is None:
             raise CPVError("revert needs a version", hint=f"Run 'cpv {self.kind} list'.")
-        repo, handler = self.repo, self._handler()
+        repo = self.repo
         with repo.locked():
             repo.sync()
             commit, info = repo.resolve(self.kind, version)
-            wanted = repo.pointer_at(commit, handler.path)
-            assert wanted is not None
-            head = repo.head_or_raise()
-            current = repo.pointer_at(head, handler.path)
-            workspace = handler.workspace_oid(repo)
-            unsaved = workspace is not None and (current is None or workspace != current.oid)
-            if unsaved and not force:
-                raise UnsavedChangesError(
-                    f"{handler.path} has changes that were never uploaded",
-                    hint=f"Upload them first ('cpv {self.kind} upload'), or pass --force to "
-                    "discard them.")
-            if workspace != wanted.oid:
-                handler.materialize(repo, wanted, repo.root / handler.path,
-                                    progress=progress or self.progress)
-                handler.remember_workspace(repo, wanted)
-            pointer_file = f"{handler.path}.dvc"
-
-            def changes(head_now: str | None) -> dict[str, bytes]:
-                files = {pointer_file: wanted.dumps().encode()}
-                if self.kind == "model":
-                    raw = repo.git.show(head_now, METRICS_FILE) if head_now else None
-                    if last_metrics(raw or b"") != info.metrics or repo.git.show(
-                            head_now, pointer_file) != files[pointer_file]:
-                        files[METRICS_FILE] = append_metrics(raw, info.metrics)
-                return files
-
-            try:
-                new = repo.commit_and_push(changes, f"Revert {self.kind} to {info.tag}")
-            except BaseException:
-                if current is not None and repo.cache.has(current.oid) and not unsaved:
-                    handler.materialize(repo, current, repo.root / handler.path, progress=None)
-                    handler.remember_workspace(repo, current)
-                raise
+            restore = self._plan_restore(commit, info, force=force)
+            new = restore_and_commit(repo, [restore], f"Revert {self.kind} to {info.tag}",
+                                     progress=progress or self.progress)
             logger.info("Reverted %s to %s", self.kind, info.tag)
             return new
 
+    def _plan_restore(self, commit: str, info: VersionInfo, *, force: bool) -> Restore:
+        """What bringing ``commit``'s artifact back involves; changes nothing.
 
-def _is_number(value: object) -> bool:
+        Raises:
+            UnsavedChangesError: the working-tree artifact has changes never uploaded and
+                ``force`` is False.
+        """
+        repo, handler = self.repo, self._handler()
+        wanted = repo.pointer_at(commit, handler.path)
+        if wanted is None:
+            raise NothingToDoError(f"{info.tag or commit[:10]} has no {self.kind}",
+                                   hint=f"Run 'cpv {self.kind} list' to see the versions.")
+        current = repo.pointer_at(repo.head_or_raise(), handler.path)
+        workspace = handler.workspace_oid(repo)
+        if workspace is not None and (current is None or workspace != current.oid):
+            # Not unsaved when an earlier commit recorded it: a teammate's upload, brought in
+            # by sync, has replaced the workspace's own upload at HEAD.
+            current = self._committed_pointer(workspace)
+        unsaved = workspace is not None and (current is None or workspace != current.oid)
+        if unsaved and not force:
+            raise UnsavedChangesError(
+                f"{handler.path} has changes that were never uploaded",
+                hint=f"Upload them first ('cpv {self.kind} upload'), or pass --force to "
+                "discard them.")
+        return Restore(self, handler, info, wanted, current, workspace, unsaved)
+
+    def _committed_pointer(self, oid: str) -> Pointer | None:
+        """The pointer of a commit on this branch that recorded object ``oid``, if any."""
+        repo, path = self.repo, self._handler().path
+        # -S: only the commits that added or removed the hash; one of them recorded it.
+        found = repo.git.out("log", "--format=%H", f"-S{oid}", "--", f"{path}.dvc")
+        for commit in found.splitlines():
+            try:
+                pointer = repo.pointer_at(commit, path)
+            except PointerError:
+                continue
+            if pointer is not None and pointer.oid == oid:
+                return pointer
+        return None
+
+
+@dataclass
+class Restore:
+    """One artifact going back to a version in the working tree, undoable until committed."""
+
+    manager: CheckpointManager
+    handler: Handler
+    info: VersionInfo
+    wanted: Pointer
+    current: Pointer | None
+    workspace: str | None
+    unsaved: bool
+    applied: bool = False
+    kept: Path | None = None
+
+    def apply(self, progress: Progress | None) -> None:
+        repo = self.manager.repo
+        if self.workspace != self.wanted.oid:
+            target = repo.root / self.handler.path
+            if self.unsaved:
+                # Forced: the work is discarded only once the revert is pushed; until then it
+                # waits beside the artifact (where a killed run leaves it for the user to see).
+                self.kept = target.with_name(f".{target.name}.cpv-discarded")
+                _remove(self.kept)
+                os.replace(target, self.kept)
+            self.handler.materialize(repo, self.wanted, target, progress=progress)
+            self.handler.remember_workspace(repo, self.wanted)
+            self.applied = True
+
+    def finish(self) -> None:
+        """The revert is pushed: drop the discarded work."""
+        if self.kept is not None:
+            _remove(self.kept)
+            self.kept = None
+
+    def undo(self) -> None:
+        """Put back what the working tree held: the artifact of HEAD, or the forced work."""
+        repo = self.manager.repo
+        if self.kept is not None:
+            target = repo.root / self.handler.path
+            _remove(target)
+            os.replace(self.kept, target)
+            self.kept = None
+            return
+        if self.applied and self.current is not None and not self.unsaved and repo.cache.has(
+                self.current.oid):
+            self.handler.materialize(repo, self.current, repo.root / self.handler.path,
+                                     progress=None)
+            self.handler.remember_workspace(repo, self.current)
+
+    def changes(self, head: str | None) -> dict[str, bytes]:
+        return self.manager._pointer_changes(head, self.wanted, self.info.metrics)
+
+
+def restore_and_commit(repo: Repository, restores: list[Restore], message: str, *,
+                       progress: Progress | None) -> str | None:
+    """Bring every artifact of ``restores`` back and commit all their pointers in one commit,
+    pushed. On any failure the working tree is put back as it was.
+
+    Returns:
+        The new commit, or None when HEAD already holds all of them.
+    """
+
+    def changes(head: str | None) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        for restore in restores:
+            for path, content in restore.changes(head).items():
+                files[path] = ensure_ignored(files[path], restore.handler.path) if (
+                    path == ".gitignore" and path in files) else content
+        return files
+
+    try:
+        for restore in restores:
+            restore.apply(progress)
+        commit = repo.commit_and_push(changes, message)
+    except BaseException:
+        for restore in reversed(restores):
+            restore.undo()
+        raise
+    for restore in restores:
+        restore.finish()
+    return commit
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

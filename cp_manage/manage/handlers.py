@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
@@ -51,6 +53,68 @@ class Handler(Protocol):
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]: ...
 
     def remember_workspace(self, repo: Repository, pointer: Pointer) -> None: ...
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+WORKERS = 16
+"""Concurrent transfers for many small files (storage backends are thread-safe)."""
+
+
+def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
+                 on_done: Callable[[T, R], None] | None = None) -> list[R]:
+    """``work(item)`` for every item on a thread pool; ``on_done`` runs in the calling thread.
+
+    The first failure cancels what has not started yet and is raised once the rest finished.
+    """
+    if len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(work(item))
+            if on_done:
+                on_done(item, results[-1])
+        return results
+    results_by_index: dict[int, R] = {}
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(items))) as pool:
+        futures = {pool.submit(work, item): index for index, item in enumerate(items)}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                results_by_index[index] = future.result()
+                if on_done:
+                    on_done(items[index], results_by_index[index])
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return [results_by_index[index] for index in range(len(items))]
+
+
+def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None) -> int:
+    """Copy objects from the local cache to storage; returns the bytes sent.
+
+    File objects go first, many at a time; directory listings go last, so a listing in storage
+    always means every file it names is there too (DVC relies on that when it pulls).
+    """
+    ordered = sorted(set(oids))
+    files = [oid for oid in ordered if not oid.endswith(".dir")]
+    listings = [oid for oid in ordered if oid.endswith(".dir")]
+    sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
+    if len(files) == 1:
+        repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
+    elif files:
+        total, done = sum(sizes[oid] for oid in files), 0
+
+        def sent(oid: str, _result: None) -> None:
+            nonlocal done
+            done += sizes[oid]
+            if progress:
+                progress(done, total)
+
+        run_parallel(lambda oid: repo.storage.upload(oid, repo.cache.path(oid)), files,
+                     on_done=sent)
+    for oid in listings:
+        repo.storage.upload(oid, repo.cache.path(oid))
+    return sum(sizes.values())
 
 
 def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
@@ -120,6 +184,8 @@ class FileHandler:
     def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
         stat = FileStat.of(source)
         known = repo.state.lookup(self.path, stat)
+        if known is None:
+            repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
         md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
         repo.state.remember(self.path, stat, md5)
         return Pointer(path=Path(self.path).name, md5=md5, size=stat.size)

@@ -14,7 +14,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,6 @@ from cp_manage.backends.git import Git, run_git
 from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
-from cp_manage.faults import crash_point
 from cp_manage.errors import (
     ConcurrentModificationError,
     ConfigError,
@@ -39,6 +38,7 @@ from cp_manage.errors import (
     RemoteError,
     VersionNotFoundError,
 )
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.versions import Kind, Version, parse_version, validate_name, version_from_tag
 
@@ -66,7 +66,7 @@ class InitResult:
 
 
 def _is_local_url(url: str) -> bool:
-    return "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url) or url.startswith(
+    return ("://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)) or url.startswith(
         "file://")
 
 
@@ -82,6 +82,9 @@ class Repository:
         self.cache = LocalCache(root / ".dvc" / "cache")
         self._private = root / ".git" / "cpv"
         self.state = StatRecord(self._private / "state.json")
+        # Objects this clone has seen in storage, so an unchanged upload or a tag needs no
+        # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
+        self.stored = StatRecord(self._private / "stored.json")
         self._storage: Storage | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -276,10 +279,30 @@ class Repository:
         url = parser.get(f"'remote \"{name}\"'", "url", fallback=None) if name else None
         if not url:
             raise ConfigError(f"{self.root} has no DVC default remote",
-                              hint="Run 'cpv init' in it again, or 'dvc remote add -d storage URL'.")
+                              hint="Run 'cpv init' in it again, or "
+                              "'dvc remote add -d storage URL'.")
         if "://" not in url and not Path(url).is_absolute():
             url = str((self.root / ".dvc" / url).resolve())
         return url
+
+    def missing_in_storage(self, oids: Iterable[str]) -> set[str]:
+        """Those of ``oids`` not in storage, asking storage only about unrecorded ones."""
+        url = self.storage_url()
+        unknown = {oid for oid in oids if not self.stored.has(f"{url}\0{oid}")}
+        missing = self.storage.missing(unknown) if unknown else set()
+        self.record_stored(unknown - missing)
+        return missing
+
+    def record_stored(self, oids: Iterable[str]) -> None:
+        url = self.storage_url()
+        for oid in oids:
+            self.stored.mark(f"{url}\0{oid}")
+
+    def warm_up_storage(self) -> None:
+        """Start connecting to storage in the background, where that is slow (S3)."""
+        warm_up = getattr(self.storage, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
 
     @property
     def storage(self) -> Storage:
@@ -304,6 +327,7 @@ class Repository:
             yield
         finally:
             self.state.save()
+            self.stored.save()
             lock.release()
 
     def branch(self) -> str:
@@ -459,7 +483,14 @@ class Repository:
                     continue
             info.version = str(number)
             found.append((number, info))
-        return [info for _, info in sorted(found, key=lambda pair: pair[0])]
+        result = [info for _, info in sorted(found, key=lambda pair: pair[0])]
+        if kind == "model" and any((i.data_version or "").startswith("md5:") for i in result):
+            # Lineage recorded before its data was tagged: name the data by its tag now.
+            data_tags = {i.md5: i.tag for i in self.versions("data", fetch=False)}
+            for info in result:
+                if info.data_version and info.data_version.startswith("md5:"):
+                    info.data_version = data_tags.get(info.data_version[4:], info.data_version)
+        return result
 
     def version_numbers(self, kind: Kind) -> list[Version]:
         return [parse_version(info.version, kind="model") for info in self.versions(
@@ -531,8 +562,8 @@ def _is_rejected_race(error: RemoteError) -> bool:
 
 def last_metrics(raw: bytes) -> dict[str, Any]:
     """The current metrics: the last JSON object line of ``metrics.log``."""
-    for line in reversed(raw.decode("utf-8", "replace").splitlines()):
-        line = line.strip()
+    for raw_line in reversed(raw.decode("utf-8", "replace").splitlines()):
+        line = raw_line.strip()
         if not line:
             continue
         try:

@@ -1,0 +1,537 @@
+"""S3 storage remotes (AWS S3 or any S3-compatible store), in DVC 3's remote layout.
+
+The object with md5 ``abcdef...`` lives at ``s3://{bucket}/{prefix}/files/md5/ab/cdef...``, the
+key ``dvc push`` uses, so stock ``dvc pull`` reads what cpv wrote. This module is the only place
+cpv talks to S3, and ``_translated`` is the one place where boto3's failures become
+``StorageError``s with advice. boto3 is imported on first use, never at import time: every CLI
+command would otherwise pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from cp_manage.backends.storage import object_key
+from cp_manage.errors import StorageError
+from cp_manage.fsutil import Progress
+
+MiB = 1024 * 1024
+
+# Uploads: boto3's managed transfer. Parts of 64 MiB keep the part count of a 100 GiB checkpoint
+# far below S3's limit of 10,000; s3transfer streams each part from the file.
+UPLOAD_PART = 64 * MiB
+UPLOAD_WORKERS = 8
+
+# Downloads: ranged GETs written in place while the main thread hashes the finished prefix.
+# Small parts keep the hashing tail short (when the last parts arrive together, at most
+# DOWNLOAD_WORKERS parts are still unhashed); memory is DOWNLOAD_WORKERS * READ_CHUNK.
+DOWNLOAD_PART = 16 * MiB
+DOWNLOAD_WORKERS = 8
+READ_CHUNK = 1 * MiB
+HASH_CHUNK = 8 * MiB
+
+HEAD_WORKERS = 16
+
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+_NO_BUCKET_CODES = {"NoSuchBucket"}
+_DENIED_CODES = {
+    "403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "AllAccessDisabled",
+    "InvalidClientTokenId", "UnrecognizedClientException", "AccountProblem",
+}
+_REGION_CODES = {"301", "PermanentRedirect", "AuthorizationHeaderMalformed",
+                 "IllegalLocationConstraintException"}
+# AWS access key ids have a recognisable shape; never let one reach a message.
+_ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{12,}\b")
+
+
+class S3Storage:
+    """A DVC remote on S3: ``s3://bucket/prefix``.
+
+    Settings come from, in order: the keyword arguments, ``config`` (a ``CPVConfig``, which
+    itself folds in the ``AWS_*`` environment), then boto3's own lookup (environment,
+    ``~/.aws``). Only *where* the credentials are is ever held here, never the keys.
+
+    Args:
+        url: ``s3://bucket`` or ``s3://bucket/prefix``.
+        config: a ``CPVConfig`` (or anything with ``get_config()`` returning a dict).
+        endpoint_url: an S3-compatible endpoint, e.g. ``http://127.0.0.1:8333``.
+        region: the bucket's region.
+        profile: the profile in the credentials file.
+        credentials_file: the shared credentials file (default ``~/.aws/credentials``).
+
+    Raises:
+        StorageError: the URL is not an ``s3://`` URL with a bucket.
+    """
+
+    def __init__(self, url: str, *, config: object | None = None,
+                 endpoint_url: str | None = None, region: str | None = None,
+                 profile: str | None = None, credentials_file: str | None = None) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StorageError(f"Not an S3 storage URL: {url!r}",
+                               hint="Use s3://bucket or s3://bucket/prefix.")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.url = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        settings: dict[str, Any] = {}
+        if config is not None:
+            settings = dict(config.get_config())  # type: ignore[attr-defined]
+        self.endpoint_url: str | None = endpoint_url or settings.get("endpoint_url") or None
+        self.region: str | None = region or settings.get("region") or None
+        self.profile: str | None = profile or settings.get("aws_profile") or None
+        self.credentials_file: str | None = (
+            credentials_file or settings.get("aws_credential_path") or None)
+        self._client: Any = None
+        self._session: Any = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    # -- the client and the one place boto3 errors are translated ------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client, made on first use (thread-safe; shared by all workers)."""
+        if self._client is None:
+            with self._client_lock, self._translated("connect to"):
+                if self._client is None:
+                    self._client = self._make_client()
+        return self._client
+
+    def warm_up(self) -> None:
+        """Make the client now, in a background thread: boto3 takes ~0.4 s to start, which
+        then overlaps the git work an operation does first. Errors surface on real use."""
+
+        def make() -> None:
+            with contextlib.suppress(Exception):
+                _ = self.client
+
+        threading.Thread(target=make, name="cpv-s3-warm-up", daemon=True).start()
+
+    def _make_client(self) -> Any:
+        import boto3
+        import botocore.config
+        import botocore.session
+
+        core = botocore.session.Session()
+        if self.credentials_file:
+            core.set_config_variable("credentials_file",
+                                     str(Path(self.credentials_file).expanduser()))
+        session = boto3.Session(botocore_session=core, profile_name=self.profile,
+                                region_name=self.region)
+        self._session = session
+        settings = botocore.config.Config(
+            max_pool_connections=max(DOWNLOAD_WORKERS, UPLOAD_WORKERS, HEAD_WORKERS) + 4,
+            connect_timeout=10,
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": 3},
+        )
+        return session.client("s3", endpoint_url=self.endpoint_url, config=settings)
+
+    def _key(self, oid: str) -> str:
+        return f"{self.prefix}/{object_key(oid)}" if self.prefix else object_key(oid)
+
+    def _where(self) -> str:
+        return f"{self.url} (endpoint {self.endpoint_url})" if self.endpoint_url else self.url
+
+    def _redact(self, text: str) -> str:
+        secrets: list[str] = []
+        with contextlib.suppress(Exception):
+            credentials = self._session.get_credentials() if self._session else None
+            if credentials is not None:
+                frozen = credentials.get_frozen_credentials()
+                secrets = [s for s in (frozen.access_key, frozen.secret_key, frozen.token) if s]
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return _ACCESS_KEY_RE.sub("***", text)
+
+    def _credentials_hint(self) -> str:
+        where = self.credentials_file or os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or (
+            "~/.aws/credentials")
+        profile = self.profile or os.environ.get("AWS_PROFILE") or "default"
+        if not Path(where).expanduser().is_file():
+            where = f"{where} (which does not exist)"
+        return (f"Check the keys of profile '{profile}' in {where} (or AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY) and that they may use this bucket; "
+                "'cpv config aws' sets the profile, 'cpv config validate' checks it.")
+
+    @contextlib.contextmanager
+    def _translated(self, action: str, oid: str | None = None) -> Iterator[None]:
+        """Turn any boto3/botocore failure inside the block into a ``StorageError``."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as e:
+            error = self._storage_error(e, action, oid)
+            if error is None:
+                raise
+            raise error from e
+
+    def _storage_error(self, exc: BaseException, action: str,
+                       oid: str | None) -> StorageError | None:
+        from botocore import exceptions as bx
+
+        subject = f"object {oid} in {self._where()}" if oid else self._where()
+        client_error = _find_in_chain(exc, bx.ClientError)
+        if client_error is not None:
+            response = getattr(client_error, "response", {}) or {}
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            detail = self._redact(str(response.get("Error", {}).get("Message", "")) or code)
+            codes = {code, status}
+            if codes & _NO_BUCKET_CODES or (oid is None and codes & {"404", "NotFound"}):
+                return StorageError(
+                    f"Bucket {self.bucket} does not exist at {self._where()}",
+                    hint="Create it (teams own their buckets; cpv never creates one) or fix the "
+                    "bucket name with 'cpv config aws --bucket NAME'.")
+            if oid is not None and codes & _MISSING_CODES:
+                return self._missing_error(oid)
+            if codes & _DENIED_CODES:
+                return StorageError(
+                    f"Access denied when trying to {action} {subject} ({code}: {detail})",
+                    hint=self._credentials_hint())
+            if codes & _REGION_CODES:
+                region = self.region or "the default region"
+                actual = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
+                    "x-amz-bucket-region") or "REGION"
+                return StorageError(
+                    f"Bucket {self.bucket} is not in {region} ({code}: {detail})",
+                    hint=f"Set the bucket's region with 'cpv config aws --region {actual}'.")
+            return StorageError(f"Cannot {action} {subject}: {code} {detail}".rstrip(),
+                                hint="Run the command again; if it keeps failing, run "
+                                "'cpv config validate'.")
+        if isinstance(exc, bx.ProfileNotFound):
+            return StorageError(
+                f"AWS profile '{self.profile}' is not in "
+                f"{self.credentials_file or 'the AWS credentials or config file'}",
+                hint="Run 'cpv config aws --profile NAME --credential-path FILE' with a profile "
+                "that exists.")
+        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+            return StorageError(f"No usable AWS credentials to {action} {subject}",
+                                hint=self._credentials_hint())
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError
+                      | bx.ReadTimeoutError | bx.ConnectionClosedError
+                      | bx.ResponseStreamingError):
+            endpoint = self.endpoint_url or (
+                self._client.meta.endpoint_url if self._client is not None else "AWS S3")
+            return StorageError(
+                f"Cannot reach the S3 endpoint {endpoint} to {action} {subject}",
+                hint="Check the endpoint URL ('cpv config aws --endpoint-url') and your network, "
+                "then run the command again.")
+        if isinstance(exc, bx.BotoCoreError):
+            return StorageError(f"Cannot {action} {subject}: {self._redact(str(exc))}",
+                                hint="Run 'cpv config validate' to check the S3 settings.")
+        boto3_error = _boto3_error_type()
+        if boto3_error is not None and isinstance(exc, boto3_error):
+            return StorageError(f"Cannot {action} {subject}: {self._redact(str(exc))}",
+                                hint="Run the command again; nothing was committed.")
+        return None
+
+    # -- the Storage protocol -------------------------------------------------------------------
+
+    def ensure_location(self) -> None:
+        """Check that the bucket exists and these credentials may use it.
+
+        S3 has no folders, so the prefix needs no creating; buckets are never created here,
+        because a team's bucket (its region, policy, lifecycle) belongs to the team.
+
+        Raises:
+            StorageError: the bucket is missing, access is denied, or the endpoint is down.
+        """
+        with self._translated("use bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    def missing(self, oids: Iterable[str]) -> set[str]:
+        """Those of ``oids`` not in storage (one HEAD each, several at a time).
+
+        Raises:
+            StorageError: any failure other than "not found".
+        """
+        wanted = sorted(set(oids))
+        if not wanted:
+            return set()
+        if len(wanted) == 1:
+            return set() if self._exists(wanted[0]) else set(wanted)
+        with ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(wanted)),
+                                thread_name_prefix="cpv-s3-head") as pool:
+            found = list(pool.map(self._exists, wanted))
+        return {oid for oid, present in zip(wanted, found, strict=True) if not present}
+
+    def _exists(self, oid: str) -> bool:
+        return self._head(oid) is not None
+
+    def _head(self, oid: str, action: str = "check") -> dict[str, Any] | None:
+        """The object's metadata, or None when it is not there."""
+        from botocore.exceptions import ClientError
+
+        with self._translated(action, oid):
+            try:
+                return dict(self.client.head_object(Bucket=self.bucket, Key=self._key(oid)))
+            except ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+                if {code, status} & _MISSING_CODES:
+                    return None
+                raise
+
+    def _missing_error(self, oid: str) -> StorageError:
+        return StorageError(f"Object {oid} is missing from storage {self._where()}",
+                            hint="Run 'cpv doctor --repair' on a machine that has it cached.")
+
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
+        """Store ``source`` as object ``oid``.
+
+        A single PUT and a completed multipart upload are both atomic in S3: a reader sees the
+        whole object or none, so no temporary key is needed.
+
+        Raises:
+            StorageError: the file cannot be read or S3 refused it.
+        """
+        from boto3.s3.transfer import TransferConfig
+
+        try:
+            total = source.stat().st_size
+        except OSError as e:
+            raise StorageError(f"Cannot read {source}: {e.strerror or e}") from e
+        transfer = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
+                                  max_concurrency=UPLOAD_WORKERS, use_threads=True,
+                                  preferred_transfer_client="classic")
+        callback = _ProgressCounter(total, progress) if progress else None
+        with self._translated("upload", oid):
+            self.client.upload_file(str(source), self.bucket, self._key(oid),
+                                    Config=transfer, Callback=callback)
+        if progress and total == 0:
+            progress(0, 0)
+
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
+        """Write object ``oid`` to ``target`` (which must not exist) and return its md5.
+
+        Large objects arrive as parallel ranged GETs written in place; the calling thread hashes
+        the contiguous prefix as it completes, so hashing overlaps the transfer. On any failure
+        the partial file is removed.
+
+        Raises:
+            StorageError: the object is missing, S3 failed, or ``target`` cannot be written.
+        """
+        head = self._head(oid, "download")
+        if head is None:
+            self.ensure_location()  # a missing bucket is the better explanation
+            raise self._missing_error(oid)
+        size = int(head["ContentLength"])
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o644)
+        except OSError as e:
+            raise StorageError(f"Cannot create {target}: {e.strerror or e}",
+                               hint="Check that the folder exists, is writable and that the "
+                               "file does not exist yet.") from e
+        try:
+            try:
+                with self._translated("download", oid):
+                    if size <= 2 * DOWNLOAD_PART:
+                        md5 = self._download_stream(oid, fd, size, progress)
+                    else:
+                        md5 = _RangedDownload(self, oid, fd, size, progress).run()
+            except StorageError:
+                raise
+            except OSError as e:  # the local side: disk full, quota, I/O error
+                raise StorageError(f"Cannot write {target}: {e.strerror or e}",
+                                   hint="Free some space (or fix the disk), then run the "
+                                   "command again.") from e
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise
+        os.close(fd)
+        return md5
+
+    def _download_stream(self, oid: str, fd: int, size: int, progress: Progress | None) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(oid))["Body"]
+        done = 0
+        try:
+            while chunk := body.read(READ_CHUNK):
+                _write_all(fd, chunk, done)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, size)
+        finally:
+            body.close()
+        if done != size:
+            raise StorageError(f"Object {oid} in {self._where()} ended after {done} of {size} "
+                               "bytes", hint="Run the command again.")
+        if progress and size == 0:
+            progress(0, 0)
+        return digest.hexdigest()
+
+    def iter_oids(self) -> Iterator[str]:
+        """Every object id under ``{prefix}/files/md5/``.
+
+        Raises:
+            StorageError: the listing failed.
+        """
+        base = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
+        with self._translated("list"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=base)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    rest = item["Key"][len(base):]
+                    head, _, tail = rest.partition("/")
+                    if len(head) == 2 and tail and "/" not in tail:
+                        yield head + tail
+
+    def delete(self, oid: str) -> None:
+        """Remove an object (only tests and repair use this)."""
+        with self._translated("delete", oid):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(oid))
+
+
+class _RangedDownload:
+    """One parallel download: workers fetch ranges and ``pwrite`` them, the caller hashes."""
+
+    def __init__(self, storage: S3Storage, oid: str, fd: int, size: int,
+                 progress: Progress | None) -> None:
+        self.storage = storage
+        self.key = storage._key(oid)
+        self.oid = oid
+        self.fd = fd
+        self.size = size
+        self.progress = progress
+        self.parts = [(start, min(start + DOWNLOAD_PART, size))
+                      for start in range(0, size, DOWNLOAD_PART)]
+        self.written = [0] * len(self.parts)  # bytes written from each part's start
+        self.changed = threading.Condition()
+        self.stop = threading.Event()
+
+    def run(self) -> str:
+        os.ftruncate(self.fd, self.size)
+        digest = hashlib.md5(usedforsecurity=False)
+        pool = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="cpv-s3-get")
+        futures: list[Future[None]] = []
+        try:
+            futures = [pool.submit(self._fetch, index) for index in range(len(self.parts))]
+            for future in futures:
+                future.add_done_callback(self._notify)
+            hashed = 0
+            part = 0
+            while hashed < self.size:
+                with self.changed:
+                    while True:
+                        if any(f.done() and f.exception() for f in futures):
+                            break
+                        ready = self.parts[part][0] + self.written[part]
+                        if ready > hashed:
+                            break
+                        self.changed.wait(0.5)
+                    done = sum(self.written)
+                failure = next((f.exception() for f in futures if f.done() and f.exception()),
+                               None)
+                if failure is not None:
+                    raise failure
+                if self.progress:
+                    self.progress(done, self.size)
+                while hashed < ready:
+                    chunk = os.pread(self.fd, min(HASH_CHUNK, ready - hashed), hashed)
+                    if not chunk:
+                        raise StorageError(f"Short read of {self.oid} while hashing")
+                    digest.update(chunk)
+                    hashed += len(chunk)
+                if hashed == self.parts[part][1] and part + 1 < len(self.parts):
+                    part += 1
+            for future in futures:
+                future.result()
+        finally:
+            self.stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+        return digest.hexdigest()
+
+    def _notify(self, _: object) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def _fetch(self, index: int) -> None:
+        if self.stop.is_set():
+            return
+        start, end = self.parts[index]
+        response = self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key,
+                                                  Range=f"bytes={start}-{end - 1}")
+        body = response["Body"]
+        if not str(response.get("ContentRange", "")).startswith(f"bytes {start}-"):
+            body.close()
+            raise StorageError(f"The S3 endpoint ignored a byte range of {self.oid} "
+                               f"(Content-Range {response.get('ContentRange')!r})",
+                               hint="Use an S3 store that supports ranged GETs.")
+        offset = start
+        try:
+            while offset < end and not self.stop.is_set():
+                chunk = body.read(min(READ_CHUNK, end - offset))
+                if not chunk:
+                    break
+                _write_all(self.fd, chunk, offset)
+                offset += len(chunk)
+                with self.changed:
+                    self.written[index] = offset - start
+                    self.changed.notify_all()
+        finally:
+            body.close()
+        if offset != end and not self.stop.is_set():
+            raise StorageError(f"Object {self.oid} ended early: range {start}-{end - 1} gave "
+                               f"{offset - start} bytes", hint="Run the command again.")
+
+
+class _ProgressCounter:
+    """boto3 reports bytes per chunk from many threads; callers want a running total."""
+
+    def __init__(self, total: int, progress: Progress) -> None:
+        self.total = total
+        self.progress = progress
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, amount: int) -> None:
+        with self.lock:
+            self.done = max(0, min(self.total, self.done + amount))
+            self.progress(self.done, self.total)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the exception it was raised from or during, if one is a ``kind``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _boto3_error_type() -> type[BaseException] | None:
+    with contextlib.suppress(ImportError):
+        from boto3.exceptions import Boto3Error
+
+        return Boto3Error  # type: ignore[no-any-return]
+    return None

@@ -1,0 +1,242 @@
+"""CombinedCheckpointsManage: a model and the data it was trained on, released as one.
+
+A combined release ``vX.Y`` puts the tags ``vX.Y`` and ``data/vX.Y`` on the same commit and
+pushes them in one atomic transaction (``git push --atomic``): afterwards both exist, locally and
+on the remote, or neither does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from cp_manage.artifacts import VersionInfo
+from cp_manage.config import CPVConfig
+from cp_manage.errors import (
+    ConcurrentModificationError,
+    CPVError,
+    GitError,
+    NothingToDoError,
+    RemoteError,
+    VersionExistsError,
+    VersionNotFoundError,
+)
+from cp_manage.fsutil import Progress
+from cp_manage.manage.base import TAG_ATTEMPTS, _is_race, restore_and_commit
+from cp_manage.manage.data import DataCheckpointsManage
+from cp_manage.manage.models import ModelsCheckpointsManage
+from cp_manage.manage.repository import DATA_PATH, Repository, backoff
+from cp_manage.versions import Version, next_version, parse_version, version_from_tag
+
+logger = logging.getLogger(__name__)
+
+
+class CombinedCheckpointsManage:
+    """Release, restore and describe the model and the data of one repository together.
+
+    Args:
+        team_name: the team, e.g. ``AI-Convo``.
+        model_name: the model, e.g. ``faster-whisper``.
+        repo_path: the repository folder (default: ``./{model_name}``).
+        verbose: log what happens at INFO level (the library never prints).
+    """
+
+    def __init__(self, team_name: str | None = None, model_name: str | None = None,
+                 repo_path: str | os.PathLike[str] | None = None, verbose: bool = False, *,
+                 config: CPVConfig | None = None, progress: Progress | None = None) -> None:
+        self.models = ModelsCheckpointsManage(team_name, model_name, repo_path, verbose,
+                                              config=config, progress=progress)
+        self.data = DataCheckpointsManage(team_name, model_name, self.models.repo_path,
+                                          verbose, config=self.models.config, progress=progress)
+        self.progress = progress
+
+    @property
+    def repo(self) -> Repository:
+        """The repository both managers share, opened once."""
+        repo = self.models.repo
+        self.data._repo = repo
+        return repo
+
+    # -- tag -----------------------------------------------------------------------------------
+
+    def tag_model_and_data(self, version_tag: str | None = None,
+                           model_message: str | None = None, data_message: str | None = None,
+                           *, major: bool = False) -> tuple[str, str]:
+        """Tag HEAD's model ``vX.Y`` and its data ``data/vX.Y`` in one atomic push.
+
+        The automatic version is the next one (minor, or with ``major`` the next major) above
+        the highest of both sequences, so it is free in both. HEAD must hold an uploaded model
+        and an uploaded dataset.
+
+        Returns:
+            ``(model_tag, data_tag)``, e.g. ``("v1.0", "data/v1.0")``.
+
+        Raises:
+            VersionExistsError: ``version_tag`` is taken in either sequence.
+            NothingToDoError: HEAD lacks the model or the data, or its model is already a
+                version.
+            RemoteError: the remote refused or could not be reached; neither tag exists.
+        """
+        repo = self.repo
+        explicit = parse_version(version_tag, kind="data") if version_tag is not None else None
+        with repo.locked():
+            head = repo.head_or_raise()
+            branch = repo.branch()
+            repo.git.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
+            repo.push_head_if_needed()
+            model_info = self.models._version_info_for(head)
+            data_info = self.data._version_info_for(head)
+            self._drop_unpushed_tags(head)
+            for attempt in range(TAG_ATTEMPTS):
+                repo.fetch_tags_quietly()
+                models = repo.versions("model", fetch=False)
+                data = repo.versions("data", fetch=False)
+                on_head = [i.tag for i in models if i.commit == head]
+                if on_head:
+                    raise NothingToDoError(
+                        f"HEAD's model is already {on_head[-1]}",
+                        hint="Upload a new model checkpoint before a combined release.")
+                numbers = {parse_version(i.version, kind="model") for i in [*models, *data]
+                           if i.version}
+                number = explicit or next_version(numbers, major=major)
+                names = number.tag("model"), number.tag("data")
+                if number in numbers:
+                    taken = [i.tag for i in [*models, *data] if i.version == str(number)]
+                    raise VersionExistsError(
+                        " and ".join(str(t) for t in taken),
+                        hint=f"A combined release needs {number} free in both sequences; "
+                        "omit the version to get the next free one.")
+                messages = self._messages(number, model_info, data_info, model_message,
+                                          data_message)
+                try:
+                    repo.push_tags(messages, head)
+                except CPVError as e:
+                    if explicit is None and _is_race(e) and attempt + 1 < TAG_ATTEMPTS:
+                        logger.info("%s was taken meanwhile; trying the next version", number)
+                        backoff(attempt)
+                        continue
+                    if explicit is not None and _is_race(e):
+                        raise VersionExistsError(
+                            f"{names[0]} or {names[1]}",
+                            hint="Someone released it meanwhile; omit the version to get the "
+                            "next free one.") from e
+                    raise _release_failed(names, e) from e
+                logger.info("Released %s and %s on %s", *names, head[:10])
+                return names
+        raise ConcurrentModificationError(f"Gave up releasing after {TAG_ATTEMPTS} lost races")
+
+    def _messages(self, number: Version, model_info: VersionInfo, data_info: VersionInfo,
+                  model_message: str | None, data_message: str | None) -> dict[str, str]:
+        model_tag, data_tag = number.tag("model"), number.tag("data")
+        model_info.version = data_info.version = str(number)
+        model_info.tag, data_info.tag = model_tag, data_tag
+        model_info.data_version = data_tag
+        model_info.message = model_message or f"Model {number} (trained on {data_tag})"
+        data_info.message = data_message or model_message or f"Data {number} (for {model_tag})"
+        return {model_tag: model_info.tag_message(), data_tag: data_info.tag_message()}
+
+    def _drop_unpushed_tags(self, head: str) -> None:
+        """Tags on HEAD that never reached the remote are leftovers of a killed run: not
+        versions (a version exists on the remote), so they must not block a release."""
+        repo = self.repo
+        local = [name for name in repo.git.tags_at(head)
+                 if version_from_tag(name, "model") or version_from_tag(name, "data")]
+        if not local:
+            return
+        remote = repo.remote_tags()
+        leftovers = [name for name in local if name not in remote]
+        if leftovers:
+            logger.info("Dropping tags a killed run left unpushed: %s", ", ".join(leftovers))
+            repo.git.delete_tags(*leftovers)
+
+    # -- revert --------------------------------------------------------------------------------
+
+    def revert_model_and_data(self, tag: str, force: bool = False, *,
+                              progress: Progress | None = None) -> str | None:
+        """Bring back the model of ``tag`` and its data in one new commit, pushed.
+
+        The data is ``data/vX.Y`` when that version exists, else the dataset the model was
+        trained on (the one its commit holds). Refuses, changing nothing, while either artifact
+        has changes that were never uploaded, unless ``force``.
+
+        Returns:
+            The new commit, or None when HEAD already holds both.
+
+        Raises:
+            VersionNotFoundError, UnsavedChangesError, NothingToDoError, StorageError,
+            RemoteError.
+        """
+        if tag is None:
+            raise CPVError("revert needs a version", hint="Run 'cpv model list'.")
+        repo = self.repo
+        with repo.locked():
+            repo.sync()
+            model_commit, model_info = repo.resolve("model", tag)
+            data_commit, data_info = self._data_of(model_commit, model_info)
+            restores = [self.models._plan_restore(model_commit, model_info, force=force),
+                        self.data._plan_restore(data_commit, data_info, force=force)]
+            new = restore_and_commit(
+                repo, restores, f"Revert model to {model_info.tag} and data to "
+                f"{data_info.tag or 'its training data'}", progress=progress or self.progress)
+            logger.info("Reverted model and data to %s", model_info.tag)
+            return new
+
+    revert_checkpoint = revert_model_and_data
+
+    def _data_of(self, model_commit: str, model_info: VersionInfo) -> tuple[str, VersionInfo]:
+        """The data released with a model version, else the data its commit holds."""
+        repo = self.repo
+        if model_info.version is not None:
+            try:
+                return repo.resolve("data", model_info.version)
+            except VersionNotFoundError:
+                pass
+        info = repo.info_from_commit("data", model_commit, tag=None)
+        if info is None:
+            raise NothingToDoError(
+                f"{model_info.tag or 'HEAD'} has no dataset",
+                hint="Revert the model alone with 'cpv model revert'.")
+        return model_commit, info
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_combined_metadata(self, tag: str | None = None) -> dict[str, Any]:
+        """The model and the data of ``tag`` (HEAD when None) and how they are linked, from
+        git alone.
+
+        Returns:
+            ``{"version", "model", "data", "lineage"}``: ``model`` and ``data`` are metadata
+            dicts (``data`` is None when there is no dataset); ``lineage`` holds
+            ``data_version`` (the data the model was trained on: a data tag, else
+            ``md5:<hash>``), ``same_commit`` and ``trained_on_this_data`` (the data shown is
+            the data the model's commit holds).
+        """
+        repo = self.repo
+        model_commit, model_info = repo.resolve("model", tag)
+        try:
+            data_info: VersionInfo | None = self._data_of(model_commit, model_info)[1]
+        except NothingToDoError:
+            data_info = None
+        trained_on = repo.pointer_at(model_commit, DATA_PATH)
+        return {
+            "version": model_info.version,
+            "model": model_info.to_dict(),
+            "data": data_info.to_dict() if data_info else None,
+            "lineage": {
+                "data_version": model_info.data_version,
+                "same_commit": data_info is not None and data_info.commit == model_commit,
+                "trained_on_this_data": data_info is not None and trained_on is not None
+                and trained_on.md5 == data_info.md5,
+            },
+        }
+
+    get_metadata = get_combined_metadata
+
+
+def _release_failed(names: tuple[str, str], error: CPVError) -> CPVError:
+    what = f"Release {names[0]} + {names[1]} failed, so neither tag was created"
+    if isinstance(error, GitError):
+        return RemoteError(f"{what}: {error.message}", command=error.command,
+                           stderr=error.stderr, hint=error.hint or None, detail="")
+    return CPVError(f"{what}: {error.message}", hint=error.hint or None)

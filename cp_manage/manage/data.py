@@ -1,0 +1,203 @@
+"""DataCheckpointsManage: the training-data lifecycle under the seed's names.
+
+The dataset is the repository's ``data/`` folder (``data/train``, ``data/validation``, ...),
+tracked by DVC as ``data.dvc``; its versions are the tags ``data/vMAJOR.MINOR``. Every method
+taking a version accepts ``v1.0`` and ``data/v1.0`` alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from cp_manage.artifacts import DataArtifacts, VersionInfo
+from cp_manage.errors import CPVError, NothingToDoError, UnsavedChangesError
+from cp_manage.fsutil import Progress
+from cp_manage.manage.base import CheckpointManager, UploadResult
+from cp_manage.manage.dataset import DirHandler, copy_dataset, scan_dataset
+from cp_manage.manage.repository import DATA_PATH
+
+logger = logging.getLogger(__name__)
+
+
+class DataCheckpointsManage(CheckpointManager):
+    """Version the training data (``data/``) of one (team, model) repository.
+
+    Args:
+        team_name: the team, e.g. ``AI-Convo``.
+        model_name: the model, e.g. ``faster-whisper``.
+        repo_path: the repository folder (default: ``./{model_name}``).
+        verbose: log what happens at INFO level (the library never prints).
+    """
+
+    kind = "data"
+    records_metrics = False
+
+    def _handler(self) -> DirHandler:
+        return DirHandler(DATA_PATH)
+
+    # -- upload --------------------------------------------------------------------------------
+
+    def import_data_init(self, data_path: str | os.PathLike[str], force: bool = False, *,
+                         message: str | None = None, progress: Progress | None = None) -> str:
+        """Make ``data_path`` the repository's dataset and upload it.
+
+        A folder elsewhere (a path relative to the current directory) is copied to ``data/``,
+        replacing what is there; the repository's own ``data/`` is adopted as it is. Running it
+        again with the same files changes nothing.
+
+        Args:
+            data_path: the dataset folder, e.g. one holding ``train/``, ``validation/``, ``test/``.
+            force: replace a ``data/`` whose changes were never uploaded.
+
+        Returns:
+            HEAD's commit afterwards.
+
+        Raises:
+            ArtifactNotFoundError, InvalidDatasetError, UnsavedChangesError, StorageError,
+            RemoteError.
+        """
+        source = Path(data_path).expanduser().absolute()
+        return self.upload(source, message=message, progress=progress, force=force).commit
+
+    def upload(self, source: str | os.PathLike[str] | None = None, *,
+               metrics: dict[str, Any] | None = None, message: str | None = None,
+               progress: Progress | None = None, force: bool = False) -> UploadResult:
+        """Upload ``data/`` (only files that changed since the last upload are read and sent).
+
+        ``source`` is ``data/`` (a relative path is taken from the repository's root) or a
+        folder elsewhere, which is first copied to ``data/`` as ``import_data_init`` does.
+
+        Raises:
+            CPVError: metrics were given (a dataset has none; they belong to the model).
+        """
+        if metrics:
+            raise CPVError("A dataset has no metrics",
+                           hint="Record metrics with the model upload (cpv model upload "
+                           "--metric K=V).")
+        repo = self.repo
+        workspace = repo.root / DATA_PATH
+        if source is not None:
+            path = Path(source)
+            path = path if path.is_absolute() else repo.root / path
+            if os.path.abspath(path) != str(workspace):
+                self._copy_in(path, force=force)
+        return super().upload(None, message=message, progress=progress)
+
+    def _copy_in(self, source: Path, *, force: bool) -> None:
+        """Replace ``data/`` by a copy of ``source``; refuses to drop changes never uploaded."""
+        repo, handler = self.repo, self._handler()
+        workspace = repo.root / DATA_PATH
+        if workspace.is_symlink() or (workspace.exists() and not workspace.is_dir()):
+            raise CPVError(f"{workspace} is not a folder",
+                           hint=f"Move it away; cpv keeps the dataset in {workspace}.")
+        files = scan_dataset(source)
+        with repo.locked():
+            current = repo.pointer_at(repo.head_or_raise(), DATA_PATH)
+            found = handler.workspace_oid(repo)
+            if found is not None and (current is None or found != current.oid) and not force:
+                raise UnsavedChangesError(
+                    f"{workspace} has changes that were never uploaded",
+                    hint="Upload them first ('cpv data upload'), or move that folder away "
+                    "(API: force=True replaces it).")
+            logger.info("Copying %d files from %s to %s", len(files), source, workspace)
+            copy_dataset(files, workspace)
+
+    def upload_data_checkpoint(self, data_path: str | os.PathLike[str] | None = None,
+                               message: str | None = None, verbose: bool = False, *,
+                               force: bool = False, progress: Progress | None = None) -> str:
+        """Upload the dataset (``data/``, or a folder copied there first); returns HEAD's
+        commit hash afterwards."""
+        return self.upload(data_path, message=message, progress=progress, force=force).commit
+
+    upload_checkpoint = upload_data_checkpoint
+
+    # -- tag -----------------------------------------------------------------------------------
+
+    def _check_new_version(self, info: VersionInfo, existing: list[VersionInfo]) -> None:
+        same = [i.tag for i in existing if i.md5 == info.md5 and i.tag]
+        if same:
+            raise NothingToDoError(f"HEAD's dataset is already {same[-1]}",
+                                   hint="Change and upload the data before tagging again.")
+
+    def tag_data_checkpoint(self, version_tag: str | None = None, message: str | None = None,
+                            *, major: bool = False) -> str:
+        """Tag HEAD's dataset (next minor version, or ``major``, or ``version_tag``);
+        returns the tag name, e.g. ``data/v0.1``."""
+        return self.tag(version_tag, major=major, message=message)
+
+    tag_checkpoint = tag_data_checkpoint
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read_data_checkpoint_tag(self) -> list[str]:
+        """Data versions (``v0.1``, ...), oldest first."""
+        return [str(info.version) for info in self.list_versions()]
+
+    read_checkpoint_tag = read_data_checkpoint_tag
+
+    def get_data_metadata(self, tag: str | None = None) -> dict[str, Any]:
+        """Metadata of ``tag`` (HEAD when None), from git alone: ``file_count``, ``splits``,
+        ``sample_count``, ``size_mb``, ``md5``, ``timestamp``, ..."""
+        return self.metadata(tag).to_dict()
+
+    get_metadata = get_data_metadata
+
+    def diff(self, old: str, new: str) -> dict[str, Any]:
+        """Two versions side by side: sizes, file, split and sample counts with deltas, and
+        which files were added, removed or modified (None when the listings are unreachable).
+        """
+        result = super().diff(old, new)
+        a, b = result["old"], result["new"]
+        rows: dict[str, dict[str, Any]] = {}
+        for key in ("file_count", "sample_count"):
+            rows[key] = _delta(a.get(key), b.get(key))
+        splits_a, splits_b = a.get("splits") or {}, b.get("splits") or {}
+        for split in sorted(set(splits_a) | set(splits_b)):
+            rows[f"files in {split}"] = _delta(splits_a.get(split), splits_b.get(split))
+        result["stats"] = rows
+        repo, handler = self.repo, self._handler()
+        try:
+            pointers = [repo.pointer_at(side["commit"], DATA_PATH) for side in (a, b)]
+            if pointers[0] is None or pointers[1] is None:
+                raise NothingToDoError("no dataset")
+            result["files"] = handler.changes(repo, pointers[0], pointers[1])
+        except CPVError as e:
+            logger.warning("Cannot compare the files of %s and %s: %s", old, new, e)
+            result["files"] = None
+        return result
+
+    # -- download and revert -------------------------------------------------------------------
+
+    def download_data_checkpoint(self, tag: str | None = None,
+                                 output_dir: str | os.PathLike[str] | None = None,
+                                 verbose: bool = False, *,
+                                 progress: Progress | None = None) -> DataArtifacts:
+        """Fetch ``tag`` (HEAD when None) into ``output_dir`` (a new or empty folder, which
+        receives the dataset's own tree: ``output_dir/train/...``), every file md5-checked."""
+        path, info = self.download(tag, output_dir=output_dir, progress=progress)
+        return DataArtifacts(data_path=path, version=info.version, tag=info.tag,
+                             size_mb=info.size_mb, timestamp=info.created_at,
+                             file_count=int(info.file_count or 0),
+                             sample_count=info.sample_count, md5=info.md5, commit=info.commit,
+                             info=info)
+
+    download_checkpoint = download_data_checkpoint
+
+    def revert_data_checkpoint(self, tag: str, force: bool = False) -> str | None:
+        """Bring ``tag``'s dataset back into ``data/`` as a new commit; None when HEAD already
+        has it."""
+        return self.revert(tag, force=force)
+
+    revert_checkpoint = revert_data_checkpoint
+
+    @property
+    def data_path(self) -> Path:
+        return self.repo_path / DATA_PATH
+
+
+def _delta(old: Any, new: Any) -> dict[str, Any]:
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
+    return {"old": old, "new": new, "delta": new - old if numbers else None}

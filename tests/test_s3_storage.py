@@ -1,0 +1,351 @@
+"""S3Storage against a real S3 server (SeaweedFS on 127.0.0.1), and git over a real sshd.
+
+Nothing is mocked: signatures, missing buckets, wrong keys and stock ``dvc pull`` all go through
+the same HTTP requests as against AWS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from servers import SeaweedS3, SSHServer, find_sshd, free_ports
+
+from cp_manage.backends import s3 as s3_module
+from cp_manage.backends.s3 import S3Storage
+from cp_manage.backends.storage import open_storage
+from cp_manage.config import CPVConfig
+from cp_manage.errors import StorageError
+
+MiB = 1024 * 1024
+PREFIX = "AI-Convo/faster-whisper"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    with SeaweedS3(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def isolated_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AWS setting of the machine leaks in, and nothing asks 169.254.169.254 for keys.
+
+    (conftest gives each test its own HOME, so ``~/.aws`` is empty too.)
+    """
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "CPV_BUCKET", "CPV_STORAGE")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+
+
+@pytest.fixture
+def bucket(s3: SeaweedS3) -> str:
+    return s3.create_bucket(f"cpv-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def storage(s3: SeaweedS3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> S3Storage:
+    """Credentials through the standard AWS_* variables, as in CI jobs."""
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    return S3Storage(f"s3://{bucket}/{PREFIX}", endpoint_url=s3.endpoint_url)
+
+
+def write_random(path: Path, size: int) -> str:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.md5(data).hexdigest()
+
+
+def assert_no_secret(s3: SeaweedS3, text: str) -> None:
+    assert s3.secret_key not in text
+    assert s3.access_key not in text
+
+
+# -- the storage protocol ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "part"), [
+    (3 * MiB + 17, None),  # one streamed GET
+    (5 * MiB + 123, 1 * MiB),  # ranged GETs in parallel, last part short
+    (0, None),
+])
+def test_round_trip_checks_md5(storage: S3Storage, tmp_path: Path, size: int, part: int | None,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if part:
+        monkeypatch.setattr(s3_module, "DOWNLOAD_PART", part)
+    md5 = write_random(tmp_path / "model.bin", size)
+    uploads: list[tuple[int, int]] = []
+    storage.upload(md5, tmp_path / "model.bin", progress=lambda d, t: uploads.append((d, t)))
+    assert uploads[-1] == (size, size)
+
+    downloads: list[tuple[int, int]] = []
+    target = tmp_path / "out.bin"
+    got = storage.download(md5, target, progress=lambda d, t: downloads.append((d, t)))
+    assert got == md5
+    assert target.read_bytes() == (tmp_path / "model.bin").read_bytes()
+    assert downloads[-1] == (size, size)
+    assert [d for d, _ in downloads] == sorted(d for d, _ in downloads)
+
+
+def test_object_lands_in_dvc_layout(storage: S3Storage, s3: SeaweedS3, bucket: str,
+                                    tmp_path: Path) -> None:
+    md5 = write_random(tmp_path / "f", 1000)
+    storage.upload(md5, tmp_path / "f")
+    storage.upload(md5 + ".dir", tmp_path / "f")
+    keys = {o["Key"] for o in s3.client().list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}",
+                    f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}.dir"}
+
+
+def test_missing_and_iter_oids(storage: S3Storage, s3: SeaweedS3, bucket: str,
+                               tmp_path: Path) -> None:
+    stored = []
+    for i in range(5):
+        stored.append(write_random(tmp_path / f"f{i}", 100 + i))
+        storage.upload(stored[-1], tmp_path / f"f{i}")
+    absent = [hashlib.md5(str(i).encode()).hexdigest() for i in range(20)]
+    # Objects outside the layout or under another prefix are not ours.
+    s3.client().put_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/README", Body=b"x")
+    s3.client().put_object(Bucket=bucket, Key=f"other/files/md5/{absent[0][:2]}/{absent[0][2:]}",
+                           Body=b"x")
+
+    assert storage.missing(stored + absent) == set(absent)
+    assert storage.missing([stored[0]]) == set()
+    assert storage.missing([absent[0]]) == {absent[0]}
+    assert storage.missing([]) == set()
+    assert sorted(storage.iter_oids()) == sorted(stored)
+
+    storage.delete(stored[0])
+    assert storage.missing(stored) == {stored[0]}
+
+
+def test_iter_oids_paginates(storage: S3Storage, s3: SeaweedS3, bucket: str) -> None:
+    client = s3.client()
+    oids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(1005)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda o: client.put_object(
+            Bucket=bucket, Key=f"{PREFIX}/files/md5/{o[:2]}/{o[2:]}", Body=b""), oids))
+    assert sorted(storage.iter_oids()) == sorted(oids)
+
+
+def test_ensure_location_accepts_existing_bucket_without_prefix(
+        storage: S3Storage, s3: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    storage.ensure_location()
+    bare = S3Storage(f"s3://{bucket}", endpoint_url=s3.endpoint_url)
+    bare.ensure_location()
+    md5 = write_random(tmp_path / "f", 10)
+    bare.upload(md5, tmp_path / "f")
+    assert s3.client().head_object(Bucket=bucket, Key=f"files/md5/{md5[:2]}/{md5[2:]}")
+    assert list(bare.iter_oids()) == [md5]
+
+
+def test_settings_from_cpv_config_profile_and_credentials_file(
+        s3: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    credentials = s3.write_credentials_file(tmp_path / "aws" / "credentials", profile="team")
+    config = CPVConfig(tmp_path / "cpv-home")
+    config.update({"endpoint_url": s3.endpoint_url, "region": s3.region, "aws_profile": "team",
+                   "aws_credential_path": str(credentials)})
+    storage = open_storage(f"s3://{bucket}/{PREFIX}", config=config)
+    assert isinstance(storage, S3Storage)
+    storage.ensure_location()
+    md5 = write_random(tmp_path / "f", 4096)
+    storage.upload(md5, tmp_path / "f")
+    assert storage.download(md5, tmp_path / "g") == md5
+
+
+# -- failures: each a StorageError that says what to do, and never shows a key -----------------
+
+
+def test_missing_bucket(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    storage = S3Storage("s3://no-such-bucket-cpv/x", endpoint_url=s3.endpoint_url)
+    with pytest.raises(StorageError) as err:
+        storage.ensure_location()
+    assert "no-such-bucket-cpv does not exist" in err.value.message
+    assert "cpv config aws --bucket" in err.value.hint
+    md5 = write_random(tmp_path / "f", 10)
+    with pytest.raises(StorageError, match="does not exist"):
+        storage.upload(md5, tmp_path / "f")
+    assert_no_secret(s3, str(err.value))
+
+
+@pytest.mark.parametrize("wrong", ["secret", "access-key"])
+def test_wrong_credentials_are_refused_without_leaking_them(
+        s3: SeaweedS3, bucket: str, tmp_path: Path, wrong: str) -> None:
+    credentials = tmp_path / "credentials"
+    if wrong == "secret":
+        s3.write_credentials_file(credentials, profile="ml", secret_key="not-the-secret-1234")
+    else:
+        credentials.write_text("[ml]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+                               f"aws_secret_access_key = {s3.secret_key}\n")
+    storage = S3Storage(f"s3://{bucket}/{PREFIX}", endpoint_url=s3.endpoint_url, profile="ml",
+                        credentials_file=str(credentials))
+    md5 = write_random(tmp_path / "f", 10)
+    s3.client().put_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/{md5[2:]}",
+                           Body=b"0123456789")
+    attempts = [storage.ensure_location, lambda: storage.upload(md5, tmp_path / "f"),
+                lambda: storage.download(md5, tmp_path / "out"), lambda: storage.missing([md5]),
+                lambda: list(storage.iter_oids())]
+    for attempt in attempts:
+        with pytest.raises(StorageError) as err:
+            attempt()
+        text = f"{err.value} {err.value!r} {storage!r}"
+        assert "denied" in err.value.message.lower()
+        assert "profile 'ml'" in err.value.hint and str(credentials) in err.value.hint
+        assert_no_secret(s3, text)
+        assert "not-the-secret-1234" not in text and "AKIAIOSFODNN7EXAMPLE" not in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_profile(s3: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    credentials = s3.write_credentials_file(tmp_path / "credentials", profile="ml")
+    storage = S3Storage(f"s3://{bucket}", endpoint_url=s3.endpoint_url, profile="nope",
+                        credentials_file=str(credentials))
+    with pytest.raises(StorageError, match="profile 'nope'"):
+        storage.ensure_location()
+
+
+def test_unreachable_endpoint_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
+    with pytest.raises(StorageError) as err:
+        S3Storage("s3://bucket/x", endpoint_url=endpoint).ensure_location()
+    assert endpoint in err.value.message
+    assert "endpoint" in err.value.hint.lower()
+
+
+def test_download_of_missing_object_leaves_no_file(storage: S3Storage, tmp_path: Path) -> None:
+    oid = hashlib.md5(b"never uploaded").hexdigest()
+    target = tmp_path / "model.bin"
+    with pytest.raises(StorageError) as err:
+        storage.download(oid, target)
+    assert oid in err.value.message and storage.url in err.value.message
+    assert "cpv doctor --repair" in err.value.hint
+    assert not target.exists()
+
+
+def test_download_never_overwrites(storage: S3Storage, tmp_path: Path) -> None:
+    md5 = write_random(tmp_path / "f", 10)
+    storage.upload(md5, tmp_path / "f")
+    target = tmp_path / "mine.bin"
+    target.write_bytes(b"user data")
+    with pytest.raises(StorageError):
+        storage.download(md5, target)
+    assert target.read_bytes() == b"user data"
+
+
+def test_failed_ranged_download_removes_partial_file(
+        storage: S3Storage, s3: SeaweedS3, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    md5 = write_random(tmp_path / "f", 4 * MiB)
+    storage.upload(md5, tmp_path / "f")
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    real_fetch = s3_module._RangedDownload._fetch
+
+    def fetch_then_lose_object(self: s3_module._RangedDownload, index: int) -> None:
+        if index == 2:  # the object disappears mid-download
+            storage.delete(md5)
+        real_fetch(self, index)
+
+    monkeypatch.setattr(s3_module._RangedDownload, "_fetch", fetch_then_lose_object)
+    monkeypatch.setattr(s3_module, "DOWNLOAD_WORKERS", 1)
+    with pytest.raises(StorageError, match="missing"):
+        storage.download(md5, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_does_not_load_boto3() -> None:
+    code = "import sys, cp_manage.backends.s3; assert 'boto3' not in sys.modules, 'boto3'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+
+
+# -- interoperability with stock DVC --------------------------------------------------------------
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "cpv test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                "GIT_COMMITTER_NAME": "cpv test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_stock_dvc_pulls_what_we_wrote_and_we_read_what_it_pushed(
+        storage: S3Storage, s3: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    size = 2 * MiB + 5
+    md5 = write_random(tmp_path / "model.bin", size)
+    storage.upload(md5, tmp_path / "model.bin")
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, **s3.env(), **GIT_IDENTITY, "DVC_NO_ANALYTICS": "1"}
+    dvc = [sys.executable, "-m", "dvc"]
+    run(["git", "init", "-q"], repo, env)
+    run([*dvc, "init", "-q"], repo, env)
+    run([*dvc, "config", "core.check_update", "false"], repo, env)
+    run([*dvc, "remote", "add", "-d", "storage", f"s3://{bucket}/{PREFIX}"], repo, env)
+    run([*dvc, "remote", "modify", "storage", "endpointurl", s3.endpoint_url], repo, env)
+    (repo / "model.bin.dvc").write_text(
+        f"outs:\n- md5: {md5}\n  size: {size}\n  hash: md5\n  path: model.bin\n")
+    run([*dvc, "pull", "-q"], repo, env)
+    assert (repo / "model.bin").read_bytes() == (tmp_path / "model.bin").read_bytes()
+
+    data = repo / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("alpha\n")
+    (data / "b.txt").write_text("beta\n")
+    run([*dvc, "add", "-q", "data"], repo, env)
+    run([*dvc, "push", "-q"], repo, env)
+    pushed = set(storage.iter_oids())
+    dir_oid = next(oid for oid in pushed if oid.endswith(".dir"))
+    listing = tmp_path / "listing.json"
+    assert storage.download(dir_oid, listing) == dir_oid.removesuffix(".dir")
+    assert "a.txt" in listing.read_text()
+    file_oid = hashlib.md5(b"alpha\n").hexdigest()
+    assert file_oid in pushed
+    assert storage.download(file_oid, tmp_path / "a.txt") == file_oid
+
+
+# -- git over ssh ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(find_sshd() is None, reason="sshd missing: apt-get install openssh-server")
+def test_git_clone_and_push_over_ssh(tmp_path: Path) -> None:
+    env = {**os.environ, **GIT_IDENTITY}
+    bare = tmp_path / "team" / "model.git"
+    bare.parent.mkdir()
+    run(["git", "init", "-q", "--bare", str(bare)], tmp_path, env)
+    with SSHServer(tmp_path / "sshd") as ssh:
+        env["GIT_SSH_COMMAND"] = ssh.ssh_command
+        run(["git", "clone", "-q", ssh.git_url(bare), "work"], tmp_path, env)
+        work = tmp_path / "work"
+        (work / "metrics.log").write_text('{"loss": 0.1}\n')
+        run(["git", "add", "metrics.log"], work, env)
+        run(["git", "commit", "-q", "-m", "first"], work, env)
+        run(["git", "push", "-q", "origin", "HEAD:refs/heads/main"], work, env)
+        # core.sshCommand is the other way git (and so cpv) reaches the host.
+        del env["GIT_SSH_COMMAND"]
+        run(["git", "-c", f"core.sshCommand={ssh.ssh_command}", "clone", "-q", "-b", "main",
+             ssh.git_url(bare), "again"], tmp_path, env)
+        assert (tmp_path / "again" / "metrics.log").read_text() == '{"loss": 0.1}\n'
+        port = ssh.port
+    assert run(["git", "log", "--format=%s", "main"], bare, env).strip() == "first"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
