@@ -453,9 +453,15 @@ class Restore:
                 self.kept = target.with_name(f".{target.name}.cpv-discarded")
                 _remove(self.kept)
                 os.replace(target, self.kept)
-            self.handler.materialize(repo, self.wanted, target, progress=progress)
+            elif self.workspace is not None and self._poolable(target):
+                repo.pool.put(target, self.workspace)  # saved bytes: keep them for switching back
+            if not (self._poolable(target) and repo.pool.take(self.wanted.oid, target)):
+                self.handler.materialize(repo, self.wanted, target, progress=progress)
             self.handler.remember_workspace(repo, self.wanted)
             self.applied = True
+
+    def _poolable(self, target: Path) -> bool:
+        return not self.wanted.is_dir and not target.is_dir()
 
     def finish(self) -> None:
         """The revert is pushed: drop the discarded work."""
@@ -472,11 +478,16 @@ class Restore:
             os.replace(self.kept, target)
             self.kept = None
             return
-        if self.applied and self.current is not None and not self.unsaved and repo.cache.has(
-                self.current.oid):
-            self.handler.materialize(repo, self.current, repo.root / self.handler.path,
-                                     progress=None)
-            self.handler.remember_workspace(repo, self.current)
+        if self.applied and self.current is not None and not self.unsaved:
+            target = repo.root / self.handler.path
+            if self._poolable(target):
+                repo.pool.put(target, self.wanted.oid)
+                if repo.pool.take(self.current.oid, target):
+                    self.handler.remember_workspace(repo, self.current)
+                    return
+            if repo.cache.has(self.current.oid):
+                self.handler.materialize(repo, self.current, target, progress=None)
+                self.handler.remember_workspace(repo, self.current)
 
     def changes(self, head: str | None) -> dict[str, bytes]:
         return self.manager._pointer_changes(head, self.wanted, self.info.metrics)

@@ -40,6 +40,7 @@ from cp_manage.errors import (
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.manage.pool import WorkspacePool
 from cp_manage.versions import Kind, Version, parse_version, validate_name, version_from_tag
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Repository:
         # Objects this clone has seen in storage, so an unchanged upload or a tag needs no
         # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
         self.stored = StatRecord(self._private / "stored.json")
+        self.pool = WorkspacePool(self._private / "pool")
         self._storage: Storage | None = None
 
     # -- opening -------------------------------------------------------------------------------
