@@ -141,3 +141,35 @@ def test_doctor_repairs_lost_storage_objects_and_corrupt_cache(repo: Path, env: 
     out = repo.parent / "out"
     assert cpv(["model", "download", "v0.1", "-o", str(out)], env, repo).returncode == 0
     assert (out / "model.bin").read_bytes() == data
+
+
+def test_doctor_removes_half_built_folders_and_reports_set_aside_work(
+        repo: Path, env: dict[str, str]) -> None:
+    half = repo / ".data.abc.cpv-tmpdir" / "train"
+    half.mkdir(parents=True)
+    (half / "x.txt").write_text("half")
+    (half / "x.txt").chmod(0o444)
+    report = cpv(["doctor", "--json"], env, repo)
+    temp = next(f for f in json.loads(report.stdout) if f["check"] == "temp_files")
+    assert report.returncode == 1 and temp["status"] == "failed"
+    assert cpv(["doctor", "--repair"], env, repo).returncode == 0
+    assert not (repo / ".data.abc.cpv-tmpdir").exists()
+
+    aside = repo / ".model.bin.cpv-discarded"
+    aside.write_bytes(b"weights a forced revert set aside")
+    assert cpv(["doctor", "--repair"], env, repo).returncode == 1
+    assert aside.read_bytes() == b"weights a forced revert set aside"  # the user's, never removed
+
+
+def test_a_foreign_tag_on_a_broken_commit_does_not_hide_the_others(repo: Path,
+                                                                  env: dict[str, str]) -> None:
+    (repo / "model.bin").write_bytes(os.urandom(1000))
+    assert cpv(["model", "upload"], env, repo).returncode == 0
+    assert cpv(["model", "tag"], env, repo).returncode == 0
+    (repo / "model.bin.dvc").write_text("outs: [broken\n")
+    git(repo, "commit", "-qam", "broken pointer")
+    git(repo, "tag", "-a", "v0.9", "-m", "made by hand")
+    listed = cpv(["model", "list", "--json"], env, repo)
+    assert listed.returncode == 0, listed.stderr
+    assert [v["version"] for v in json.loads(listed.stdout)] == ["v0.1"]
+    assert "v0.9" in listed.stderr  # said, as a warning

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from cp_manage.backends.pointer import Pointer
@@ -49,19 +50,42 @@ def run_doctor(repo: Repository, *, repair: bool = False) -> ValidationReport:
     return report
 
 
+TEMP_PATTERNS = ("*.cpv-tmp", "*.cpv-tmpdir", "*.cpv-old")
+
+
 def _check_temp_files(repo: Repository, repair: bool) -> Finding:
-    leftovers = [p for base in (repo.root, repo.cache.root) if base.exists()
-                 for p in base.rglob("*.cpv-tmp") if ".git" not in p.relative_to(repo.root).parts
-                 or base == repo.cache.root]
+    """Half-written files and folders of killed runs. Work a forced revert set aside
+    (``.*.cpv-discarded``) is the user's: reported, never removed."""
+    leftovers = sorted({path for pattern in TEMP_PATTERNS for base in (repo.root, repo.cache.root)
+                        if base.exists() for path in base.rglob(pattern)
+                        if base == repo.cache.root or ".git" not in path.relative_to(
+                            repo.root).parts})
+    discarded = sorted(repo.root.glob(".*.cpv-discarded"))
+    if discarded:
+        names = ", ".join(p.name for p in discarded)
+        return Finding("temp_files", "failed", f"work set aside by an interrupted forced revert: "
+                       f"{names}", "Look at it; move it back over the artifact to keep it, or "
+                       "delete it.")
     if not leftovers:
         return Finding("temp_files", "passed", "no temporary files of interrupted runs")
     if repair:
         for path in leftovers:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                _make_writable(path)
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         return Finding("temp_files", "passed", f"removed {len(leftovers)} temporary file(s)")
     return Finding("temp_files", "failed", f"{len(leftovers)} temporary file(s) of interrupted "
                    "runs", "Run 'cpv doctor --repair' to remove them.")
+
+
+def _make_writable(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
 
 
 def _check_cache(repo: Repository, repair: bool) -> Finding:

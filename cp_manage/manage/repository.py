@@ -35,6 +35,7 @@ from cp_manage.errors import (
     CPVError,
     GitError,
     NotARepositoryError,
+    PointerError,
     RemoteError,
     VersionNotFoundError,
 )
@@ -480,7 +481,12 @@ class Repository:
                 continue
             info = VersionInfo.from_tag(record.name, record.commit, record.contents)
             if info is None or info.kind != kind:
-                info = self.info_from_commit(kind, record.commit, tag=record.name)
+                try:
+                    info = self.info_from_commit(kind, record.commit, tag=record.name)
+                except PointerError as e:
+                    # A tag cpv did not write, on a broken commit: list the others.
+                    logger.warning("Skipping %s: %s", record.name, e)
+                    continue
                 if info is None:
                     continue
             info.version = str(number)
