@@ -40,6 +40,10 @@ READ_CHUNK = 1 * MiB
 HASH_CHUNK = 8 * MiB
 
 HEAD_WORKERS = 16
+LIST_INSTEAD_OF_HEAD = 200
+"""Above this many objects, ``missing`` lists the prefix instead of one HEAD per object."""
+SMALL_OBJECT = 8 * MiB
+"""Below this size an object goes up in one PUT."""
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
@@ -88,7 +92,13 @@ class S3Storage:
             settings = dict(config.get_config())  # type: ignore[attr-defined]
         self.endpoint_url: str | None = endpoint_url or settings.get("endpoint_url") or None
         self.region: str | None = region or settings.get("region") or None
-        self.profile: str | None = profile or settings.get("aws_profile") or None
+        # Keys in the environment beat a configured profile (config.json or AWS_PROFILE), as
+        # in the AWS CLI and stock dvc; only a profile passed here beats them. boto3 itself
+        # would ignore the environment's keys for any profile it is given.
+        self.env_keys = bool(os.environ.get("AWS_ACCESS_KEY_ID")
+                             and os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        self.profile: str | None = profile or (
+            None if self.env_keys else settings.get("aws_profile")) or None
         self.credentials_file: str | None = (
             credentials_file or settings.get("aws_credential_path") or None)
         self._client: Any = None
@@ -157,6 +167,10 @@ class S3Storage:
         return _ACCESS_KEY_RE.sub("***", text)
 
     def _credentials_hint(self) -> str:
+        if self.env_keys and self.profile is None:
+            return ("Check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (keys in the environment "
+                    "take precedence over any profile) and that they may use this bucket; "
+                    "'cpv config validate' checks them.")
         where = self.credentials_file or os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or (
             "~/.aws/credentials")
         profile = self.profile or os.environ.get("AWS_PROFILE") or "default"
@@ -216,7 +230,7 @@ class S3Storage:
             return StorageError(
                 f"AWS profile '{self.profile}' is not in "
                 f"{self.credentials_file or 'the AWS credentials or config file'}",
-                hint="Run 'cpv config aws --profile NAME --credential-path FILE' with a profile "
+                hint="Run 'cpv config aws --profile NAME --credentials-file FILE' with a profile "
                 "that exists.")
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageError(f"No usable AWS credentials to {action} {subject}",
@@ -264,6 +278,9 @@ class S3Storage:
             return set()
         if len(wanted) == 1:
             return set() if self._exists(wanted[0]) else set(wanted)
+        if len(wanted) > LIST_INSTEAD_OF_HEAD:
+            # A dataset: listing the prefix (1,000 keys a request) beats a HEAD per object.
+            return set(wanted) - set(self.iter_oids())
         with ThreadPoolExecutor(max_workers=min(HEAD_WORKERS, len(wanted)),
                                 thread_name_prefix="cpv-s3-head") as pool:
             found = list(pool.map(self._exists, wanted))
@@ -310,8 +327,15 @@ class S3Storage:
                                   preferred_transfer_client="classic")
         callback = _ProgressCounter(total, progress) if progress else None
         with self._translated("upload", oid):
-            self.client.upload_file(str(source), self.bucket, self._key(oid),
-                                    Config=transfer, Callback=callback)
+            if total < SMALL_OBJECT:
+                # One PUT: the transfer manager's threads and futures cost more than the file.
+                with open(source, "rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=self._key(oid), Body=body)
+                if callback:
+                    callback(total)
+            else:
+                self.client.upload_file(str(source), self.bucket, self._key(oid),
+                                        Config=transfer, Callback=callback)
         if progress and total == 0:
             progress(0, 0)
 
