@@ -192,7 +192,7 @@ def validate_credentials(config: CPVConfig, *, git_url: str | None = None,
     if not cred_setting and not profile and not env_keys and not cred_path.exists():
         add(Finding("credentials_file", "skipped", "no AWS credentials configured"))
         add(Finding("aws_profile", "skipped", "no AWS profile configured"))
-    elif env_keys and not cred_setting:
+    elif env_keys:  # they take precedence over any configured profile (see S3Storage)
         add(Finding("credentials_file", "passed", "keys come from AWS_* environment variables"))
         add(Finding("aws_profile", "skipped", "environment keys take precedence"))
     else:

@@ -293,7 +293,10 @@ class CheckpointManager:
 
     def list_versions(self) -> list[VersionInfo]:
         """Every version, oldest first, with metadata, from git alone."""
-        return self.repo.versions(self.kind)
+        versions = self.repo.versions(self.kind)
+        for tag, why in self.repo.skipped.items():
+            logger.warning("Skipping %s: %s", tag, why)
+        return versions
 
     def metadata(self, version: str | None = None) -> VersionInfo:
         """The metadata of ``version`` (HEAD when None), from git alone."""

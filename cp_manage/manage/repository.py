@@ -88,6 +88,7 @@ class Repository:
         # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
         self.stored = StatRecord(self._private / "stored.json")
         self.pool = WorkspacePool(self._private / "pool")
+        self.skipped: dict[str, str] = {}  # tags left out of a listing, and why
         self._storage: Storage | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -179,6 +180,11 @@ class Repository:
             # Someone made this model already: take the team's history instead of a new one.
             root.parent.mkdir(parents=True, exist_ok=True)
             run_git(["clone", "--quiet", "--", git_url, str(root)], cwd=root.parent)
+            clone = Git(root)
+            if clone.head() is None and clone.rev_parse("refs/remotes/origin/main"):
+                # The host's HEAD names a branch that does not exist (a host whose default is
+                # master, say), so nothing was checked out: take main, the branch cpv pushes.
+                clone.run("checkout", "--quiet", "-B", "main", "--track", "origin/main")
             repo = cls.open(root, config=config, team=team, model=model)
             return repo, InitResult(root, True, True, git_url, repo.storage_url())
 
@@ -485,7 +491,7 @@ class Repository:
                     info = self.info_from_commit(kind, record.commit, tag=record.name)
                 except PointerError as e:
                     # A tag cpv did not write, on a broken commit: list the others.
-                    logger.warning("Skipping %s: %s", record.name, e)
+                    self.skipped[record.name] = str(e)
                     continue
                 if info is None:
                     continue
@@ -522,6 +528,13 @@ class Repository:
             for info in self.versions(kind, fetch=attempt == 1):
                 if info.tag == tag and info.commit:
                     return info.commit, info
+        commit = self.git.rev_parse(f"refs/tags/{tag}")
+        if commit is not None:
+            # The tag exists but was skipped from the listing: say why (a broken pointer).
+            found = self.info_from_commit(kind, commit, tag=tag)
+            if found is not None:
+                found.version = str(number)
+                return commit, found
         raise VersionNotFoundError(str(number), kind=kind,
                                    known=[str(i.version) for i in self.versions(kind, fetch=False)])
 
