@@ -97,6 +97,31 @@ def test_round_trip_checks_md5(storage: S3Storage, tmp_path: Path, size: int, pa
     assert [d for d, _ in downloads] == sorted(d for d, _ in downloads)
 
 
+def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over plain http too: the server checks each body's CRC32; no SHA-256 pass is spent."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)  # S3's smallest part
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def record(request: object, **_: object) -> None:
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v
+                   for k, v in request.headers.items()}  # type: ignore[attr-defined]
+        sent.append((request.method, headers))  # type: ignore[attr-defined]
+
+    storage.client.meta.events.register("before-send.s3.*", record)
+    small = write_random(tmp_path / "small", 1000)
+    large = write_random(tmp_path / "large", 12 * MiB)
+    storage.upload(small, tmp_path / "small")
+    storage.upload(large, tmp_path / "large")
+
+    bodies = [headers for method, headers in sent if method == "PUT"]
+    assert len(bodies) == 1 + 3  # one PUT, then three parts
+    assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in bodies)
+    assert all(h.get("x-amz-checksum-crc32") for h in bodies)
+    assert storage.download(large, tmp_path / "back") == large
+
+
 def test_object_lands_in_dvc_layout(storage: S3Storage, s3: SeaweedS3, bucket: str,
                                     tmp_path: Path) -> None:
     md5 = write_random(tmp_path / "f", 1000)

@@ -12,13 +12,23 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cp_manage.backends.storage import object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
-from cp_manage.fsutil import Progress, atomic_output, atomic_write_bytes, copy_with_md5, md5_file
+from cp_manage.fsutil import (
+    Progress,
+    atomic_output,
+    atomic_write_bytes,
+    copy_file_md5,
+    md5_file,
+)
+
+BACKGROUND_SYNC = 64 * 1024 * 1024
+"""Objects this large reach the disk while they upload rather than before."""
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,18 @@ class StatRecord:
 
 
 class LocalCache:
-    """A DVC 3 cache folder: object ``oid`` at ``{root}/files/md5/ab/cdef...``, mode 0444."""
+    """A DVC 3 cache folder: object ``oid`` at ``{root}/files/md5/ab/cdef...``, mode 0444.
+
+    A large object reaches the disk (``fsync``) on a thread of its own while it is being
+    uploaded; ``flush`` waits for that, and a copy the disk refused is dropped, so every entry
+    that outlives ``flush`` is durable. ``Repository.locked`` flushes before it records anything.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._syncing: dict[str, threading.Thread] = {}
+        self._unsynced: set[str] = set()
+        self._lock = threading.Lock()  # datasets add files from many threads
 
     def path(self, oid: str) -> Path:
         return self.root / object_key(oid)
@@ -83,10 +101,10 @@ class LocalCache:
 
     def add_file(self, source: Path, *, known_md5: str | None = None,
                  progress: Progress | None = None) -> str:
-        """Copy ``source`` into the cache while hashing it; returns its md5.
+        """Copy ``source`` into the cache and hash the copy; returns its md5.
 
-        The copy, not the workspace file, is what gets uploaded, so the stored bytes are exactly
-        the hashed bytes even if a training script rewrites the file meanwhile.
+        The copy, not the workspace file, is hashed and later uploaded, so the stored bytes are
+        exactly the hashed bytes even if a training script rewrites the file meanwhile.
 
         Raises:
             ArtifactNotFoundError: the file vanished or changed while it was being read.
@@ -97,12 +115,14 @@ class LocalCache:
         incoming = self.root / "files" / "md5"
         incoming.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
+        background = before.size >= BACKGROUND_SYNC
         try:
             with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
-                md5, _ = copy_with_md5(reader, writer, total=before.size, progress=progress)
+                md5, _ = copy_file_md5(reader, writer, total=before.size, progress=progress)
                 crash_point("hashing")
                 writer.flush()
-                os.fsync(writer.fileno())
+                if not background:
+                    os.fsync(writer.fileno())
             if FileStat.of(source) != before:
                 raise ArtifactNotFoundError(
                     f"{source} changed while cpv was reading it",
@@ -115,7 +135,42 @@ class LocalCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        if background:
+            self._sync_in_background(md5)
         return md5
+
+    def _sync_in_background(self, oid: str) -> None:
+        def sync() -> None:
+            try:
+                with open(self.path(oid), "rb") as handle:
+                    os.fsync(handle.fileno())
+            except OSError:
+                with self._lock:
+                    self._unsynced.add(oid)
+
+        self._flush_one(oid)
+        thread = threading.Thread(target=sync, name="cpv-fsync", daemon=True)
+        with self._lock:
+            self._syncing[oid] = thread
+        thread.start()
+
+    def _flush_one(self, oid: str) -> None:
+        with self._lock:
+            thread = self._syncing.pop(oid, None)
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            refused = oid in self._unsynced
+            self._unsynced.discard(oid)
+        if refused:
+            self.discard(oid)  # the disk refused it: better no copy than a doubtful one
+
+    def flush(self) -> None:
+        """Wait until every object added is on disk; drop any the disk refused."""
+        with self._lock:
+            pending = [*self._syncing, *self._unsynced]
+        for oid in pending:
+            self._flush_one(oid)
 
     def add_bytes(self, data: bytes, md5: str) -> None:
         if not self.has(md5):
@@ -130,7 +185,7 @@ class LocalCache:
         """
         source = self.path(oid)
         with open(source, "rb") as reader, atomic_output(target, mode=0o644) as writer:
-            md5, _ = copy_with_md5(reader, writer, total=source.stat().st_size,
+            md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
                                    progress=progress)
             if md5 != expected_md5:
                 self.discard(oid)

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point
-from cp_manage.fsutil import Progress, atomic_output, copy_with_md5
+from cp_manage.fsutil import Progress, atomic_output, copy_file_md5
 
 
 def object_key(oid: str) -> str:
@@ -70,7 +70,7 @@ class LocalStorage:
         target = self._path(oid)
         try:
             with open(source, "rb") as reader, atomic_output(target, mode=0o444) as writer:
-                copy_with_md5(reader, writer, total=source.stat().st_size, progress=progress)
+                copy_file_md5(reader, writer, total=source.stat().st_size, progress=progress)
                 crash_point("storage_upload")
         except OSError as e:
             raise StorageError(f"Cannot write {oid} to storage {self.root}: {e.strerror or e}",
@@ -80,8 +80,8 @@ class LocalStorage:
     def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
         source = self._path(oid)
         try:
-            with open(source, "rb") as reader, open(target, "xb") as writer:
-                md5, _ = copy_with_md5(reader, writer, total=source.stat().st_size,
+            with open(source, "rb") as reader, open(target, "x+b") as writer:
+                md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
                                        progress=progress)
         except FileNotFoundError as e:
             raise StorageError(f"Object {oid} is missing from storage {self.root}",

@@ -146,6 +146,7 @@ class CheckpointManager:
             pointer = handler.stage(repo, path, progress=progress)
             missing = repo.missing_in_storage(handler.objects(repo, pointer))
             uploaded = upload_objects(repo, missing, progress=progress)
+            repo.cache.flush()
             repo.record_stored(missing)
             crash_point("after_blobs")
 

@@ -335,6 +335,7 @@ class Repository:
         try:
             yield
         finally:
+            self.cache.flush()  # nothing is recorded about an object before it is on disk
             self.state.save()
             self.stored.save()
             lock.release()
