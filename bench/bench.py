@@ -77,6 +77,28 @@ def touch_head(path: Path, run_index: int) -> None:
         handle.write(hashlib.sha256(f"{time.time()}-{run_index}".encode()).digest())
 
 
+def settle(s3: SeaweedS3) -> None:
+    """Let the machine go quiet before a timed step: dirty pages reach the disk and the S3
+    server finishes digesting the last upload (it keeps both cores busy for seconds after a
+    large one). Every transfer step, floor and cpv alike, starts from the same quiet state."""
+    os.sync()
+    assert s3.process is not None
+    stat, clock = Path(f"/proc/{s3.process.pid}/stat"), os.sysconf("SC_CLK_TCK")
+
+    def cpu_seconds() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / clock
+
+    deadline = time.monotonic() + 60
+    before = cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds()
+        if now - before < 0.05:  # under 10 % of a core for half a second
+            return
+        before = now
+
+
 def md5_file(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
@@ -116,14 +138,18 @@ def main() -> int:
 
         # -- the floor ------------------------------------------------------------------------
         client = s3.client(read_timeout=600)
-        results["md5"] = median_of(args.runs, lambda i: timed(lambda: md5_file(source)))
-        results["boto3_upload"] = median_of(args.runs, lambda i: timed(
+        def quiet_timed(fn: Callable[[], object]) -> float:
+            settle(s3)
+            return timed(fn)
+
+        results["md5"] = median_of(args.runs, lambda i: quiet_timed(lambda: md5_file(source)))
+        results["boto3_upload"] = median_of(args.runs, lambda i: quiet_timed(
             lambda: client.upload_file(str(source), BUCKET, f"floor/model-{i}.bin")))
         downloaded = work / "floor-download.bin"
 
         def boto_download(i: int) -> float:
             downloaded.unlink(missing_ok=True)
-            return timed(lambda: client.download_file(BUCKET, f"floor/model-{i}.bin",
+            return quiet_timed(lambda: client.download_file(BUCKET, f"floor/model-{i}.bin",
                                                       str(downloaded)))
 
         results["boto3_download"] = median_of(args.runs, boto_download)
@@ -146,6 +172,7 @@ def main() -> int:
 
         def plain_step(i: int) -> dict[str, float]:
             touch_head(plain / "model.bin", i)
+            settle(s3)
             steps = {
                 "dvc_add": [dvc, "add", "-q", "model.bin"],
                 "git_commit": ["git", "commit", "-qam", f"v{i}"],
@@ -173,6 +200,7 @@ def main() -> int:
                 run(["git", "clone", "-q", str(bare), str(clone)], cwd=work, env=env)
                 run([dvc, "pull", "-q"], cwd=clone, env=env)
 
+            settle(s3)
             elapsed = timed(go)
             shutil.rmtree(clone, ignore_errors=True)
             return elapsed
@@ -188,6 +216,7 @@ def main() -> int:
 
         def cpv_upload_tag(i: int) -> float:
             touch_head(repo / "model.bin", i)
+            settle(s3)
             elapsed, rss = peak_rss_mib([*CPV, "model", "upload", "--metric", f"run={i}"],
                                         cwd=repo, env=env)
             upload_rss.append(rss)
@@ -211,6 +240,7 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
             run(["git", "clone", "-q", str(Path(env["CPV_HOME"]) / "remotes/git/bench/m.git"),
                  str(clone)], cwd=work, env=env)
+            settle(s3)
             elapsed, rss = peak_rss_mib([*CPV, "model", "download", last, "-o", str(out)],
                                         cwd=clone, env=env)
             download_rss.append(rss)

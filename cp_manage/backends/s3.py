@@ -15,7 +15,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -31,13 +31,14 @@ MiB = 1024 * 1024
 UPLOAD_PART = 16 * MiB
 UPLOAD_WORKERS = 8
 
-# Downloads: ranged GETs written in place while the main thread hashes the finished prefix.
-# Small parts keep the hashing tail short (when the last parts arrive together, at most
-# DOWNLOAD_WORKERS parts are still unhashed); memory is DOWNLOAD_WORKERS * READ_CHUNK.
-DOWNLOAD_PART = 16 * MiB
+# Downloads: ranged GETs written in place while the calling thread hashes every chunk in file
+# order as it arrives (md5 is sequential, and on a fast link it is the slowest step: it must
+# start with the first byte). Chunks wait in memory until hashed: at most DOWNLOAD_WINDOW parts.
+DOWNLOAD_PART = 8 * MiB
 DOWNLOAD_WORKERS = 8
-READ_CHUNK = 1 * MiB
-HASH_CHUNK = 8 * MiB
+DOWNLOAD_WINDOW = 8
+DOWNLOAD_START_STREAMS = 2
+READ_CHUNK = 4 * MiB
 
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
@@ -432,7 +433,17 @@ class S3Storage:
 
 
 class _RangedDownload:
-    """One parallel download: workers fetch ranges and ``pwrite`` them, the caller hashes."""
+    """One parallel download: workers fetch ranges and ``pwrite`` them; the calling thread
+    hashes every chunk, in file order, from memory as it arrives.
+
+    Hashing starts with the first chunk and never reads the file back. Parts start in order,
+    each only while it is fewer than ``DOWNLOAD_WINDOW`` parts ahead of the hashing, which
+    bounds the memory to ``DOWNLOAD_WINDOW * DOWNLOAD_PART`` whatever the object's size.
+
+    How many GETs run at once adapts: it starts at ``DOWNLOAD_START_STREAMS`` and grows by one,
+    up to ``DOWNLOAD_WORKERS``, each time the hashing has to wait for bytes. On a fast link two
+    streams outrun md5 and more would only take CPU from it; a slow one gets every stream.
+    """
 
     def __init__(self, storage: S3Storage, oid: str, fd: int, size: int,
                  progress: Progress | None) -> None:
@@ -444,59 +455,85 @@ class _RangedDownload:
         self.progress = progress
         self.parts = [(start, min(start + DOWNLOAD_PART, size))
                       for start in range(0, size, DOWNLOAD_PART)]
-        self.written = [0] * len(self.parts)  # bytes written from each part's start
+        self.arrived: list[list[bytes]] = [[] for _ in self.parts]  # not yet hashed
+        self.complete = [False] * len(self.parts)
+        self.hashing = 0  # the part being hashed; every part before it is hashed
+        self.next_start = 0  # the next part a worker may start
+        self.fetching = 0
+        self.streams = DOWNLOAD_START_STREAMS
+        self.error: BaseException | None = None
+        self.stop = False
         self.changed = threading.Condition()
-        self.stop = threading.Event()
 
     def run(self) -> str:
         os.ftruncate(self.fd, self.size)
         digest = hashlib.md5(usedforsecurity=False)
+        hashed = 0
+        # Parts are taken in order, so the part being hashed has always been started: a worker
+        # waiting for the window waits for a later part, never for one the hashing needs.
         pool = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="cpv-s3-get")
-        futures: list[Future[None]] = []
         try:
-            futures = [pool.submit(self._fetch, index) for index in range(len(self.parts))]
-            for future in futures:
-                future.add_done_callback(self._notify)
-            hashed = 0
-            part = 0
-            while hashed < self.size:
+            for index in range(len(self.parts)):
+                pool.submit(self._fetch_or_report, index)
+            for index in range(len(self.parts)):
+                while True:
+                    with self.changed:
+                        if (not self.arrived[index] and not self.complete[index] and hashed
+                                and self.streams < DOWNLOAD_WORKERS):
+                            self.streams += 1  # starved: the link, not md5, is the bottleneck
+                            self.changed.notify_all()
+                        while (not self.arrived[index] and not self.complete[index]
+                               and self.error is None):
+                            self.changed.wait()
+                        if self.error is not None:
+                            raise self.error
+                        batch, self.arrived[index] = self.arrived[index], []
+                        finished = self.complete[index]
+                    for chunk in batch:
+                        digest.update(chunk)
+                        hashed += len(chunk)
+                    if batch and self.progress:
+                        self.progress(hashed, self.size)
+                    if finished and not batch:
+                        break
                 with self.changed:
-                    while True:
-                        if any(f.done() and f.exception() for f in futures):
-                            break
-                        ready = self.parts[part][0] + self.written[part]
-                        if ready > hashed:
-                            break
-                        self.changed.wait(0.5)
-                    done = sum(self.written)
-                failure = next((f.exception() for f in futures if f.done() and f.exception()),
-                               None)
-                if failure is not None:
-                    raise failure
-                if self.progress:
-                    self.progress(done, self.size)
-                while hashed < ready:
-                    chunk = os.pread(self.fd, min(HASH_CHUNK, ready - hashed), hashed)
-                    if not chunk:
-                        raise StorageError(f"Short read of {self.oid} while hashing")
-                    digest.update(chunk)
-                    hashed += len(chunk)
-                if hashed == self.parts[part][1] and part + 1 < len(self.parts):
-                    part += 1
-            for future in futures:
-                future.result()
+                    self.hashing = index + 1
+                    self.changed.notify_all()
         finally:
-            self.stop.set()
+            with self.changed:
+                self.stop = True
+                self.changed.notify_all()
             pool.shutdown(wait=True, cancel_futures=True)
+        if hashed != self.size:  # cannot happen unless a part was miscounted
+            raise StorageError(f"Hashed {hashed} of {self.size} bytes of {self.oid}")
         return digest.hexdigest()
 
-    def _notify(self, _: object) -> None:
-        with self.changed:
-            self.changed.notify_all()
+    def _fetch_or_report(self, index: int) -> None:
+        try:
+            self._fetch(index)
+        except BaseException as e:  # handed to the hashing thread, which raises it
+            with self.changed:
+                if self.error is None:
+                    self.error = e
+                self.changed.notify_all()
 
     def _fetch(self, index: int) -> None:
-        if self.stop.is_set():
-            return
+        with self.changed:
+            while not self.stop and (index != self.next_start or self.fetching >= self.streams
+                                     or index >= self.hashing + DOWNLOAD_WINDOW):
+                self.changed.wait()
+            if self.stop:
+                return
+            self.next_start += 1
+            self.fetching += 1
+        try:
+            self._get(index)
+        finally:
+            with self.changed:
+                self.fetching -= 1
+                self.changed.notify_all()
+
+    def _get(self, index: int) -> None:
         start, end = self.parts[index]
         response = self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key,
                                                   Range=f"bytes={start}-{end - 1}")
@@ -508,20 +545,25 @@ class _RangedDownload:
                                hint="Use an S3 store that supports ranged GETs.")
         offset = start
         try:
-            while offset < end and not self.stop.is_set():
+            while offset < end and not self.stop:
                 chunk = body.read(min(READ_CHUNK, end - offset))
                 if not chunk:
                     break
                 _write_all(self.fd, chunk, offset)
                 offset += len(chunk)
                 with self.changed:
-                    self.written[index] = offset - start
+                    self.arrived[index].append(chunk)
                     self.changed.notify_all()
         finally:
             body.close()
-        if offset != end and not self.stop.is_set():
+        if self.stop:
+            return
+        if offset != end:
             raise StorageError(f"Object {self.oid} ended early: range {start}-{end - 1} gave "
                                f"{offset - start} bytes", hint="Run the command again.")
+        with self.changed:
+            self.complete[index] = True
+            self.changed.notify_all()
 
 
 class _ProgressCounter:
