@@ -97,6 +97,23 @@ def test_round_trip_checks_md5(storage: S3Storage, tmp_path: Path, size: int, pa
     assert [d for d, _ in downloads] == sorted(d for d, _ in downloads)
 
 
+@pytest.mark.parametrize(("window", "workers", "streams"), [(1, 3, 1), (2, 8, 2), (8, 2, 1)])
+def test_ranged_download_any_window_and_stream_count(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        window: int, workers: int, streams: int) -> None:
+    """Parts start in order within the window, however few streams or slots there are."""
+    for name, value in {"DOWNLOAD_PART": MiB, "READ_CHUNK": 256 * 1024,
+                        "DOWNLOAD_WINDOW": window, "DOWNLOAD_WORKERS": workers,
+                        "DOWNLOAD_START_STREAMS": streams}.items():
+        monkeypatch.setattr(s3_module, name, value)
+    md5 = write_random(tmp_path / "model.bin", 9 * MiB + 5)
+    storage.upload(md5, tmp_path / "model.bin")
+    seen: list[int] = []
+    assert storage.download(md5, tmp_path / "out", progress=lambda d, t: seen.append(d)) == md5
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "model.bin").read_bytes()
+    assert seen == sorted(seen) and seen[-1] == 9 * MiB + 5
+
+
 def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
         storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over plain http too: the server checks each body's CRC32; no SHA-256 pass is spent."""
