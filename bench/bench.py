@@ -1,7 +1,9 @@
 """cpv's benchmark: cpv against the floor (md5 + boto3) and the plain DVC + git workflow.
 
 Everything runs on this machine in one run against one SeaweedFS S3 server on 127.0.0.1, so the
-ratios compare like with like (absolute seconds on shared machines are not comparable).
+ratios compare like with like (absolute seconds on shared machines are not comparable). Each
+floor run (md5, boto3 upload, boto3 download) alternates with the cpv run it is compared to,
+and every timed transfer starts once the disk and the S3 server are quiet.
 
     .venv/bin/python bench/bench.py                 # 1 GiB model, 3 runs of each step
     .venv/bin/python bench/bench.py --size-mib 256 --runs 3 --skip-data
@@ -136,24 +138,27 @@ def main() -> int:
         source = work / "model.bin"
         write_random(source, size)
 
-        # -- the floor ------------------------------------------------------------------------
+        # -- the floor, measured in turn with cpv's own runs below (same conditions) ---------
         client = s3.client(read_timeout=600)
+        floor: dict[str, list[float]] = {"md5": [], "boto3_upload": [], "boto3_download": []}
+        results.update(dict.fromkeys(floor, 0.0))  # printed first
+
         def quiet_timed(fn: Callable[[], object]) -> float:
             settle(s3)
             return timed(fn)
 
-        results["md5"] = median_of(args.runs, lambda i: quiet_timed(lambda: md5_file(source)))
-        results["boto3_upload"] = median_of(args.runs, lambda i: quiet_timed(
-            lambda: client.upload_file(str(source), BUCKET, f"floor/model-{i}.bin")))
+        def floor_upload(i: int) -> None:
+            floor["md5"].append(quiet_timed(lambda: md5_file(source)))
+            floor["boto3_upload"].append(quiet_timed(
+                lambda: client.upload_file(str(source), BUCKET, f"floor/model-{i}.bin")))
+
         downloaded = work / "floor-download.bin"
 
-        def boto_download(i: int) -> float:
+        def floor_download(i: int) -> None:
             downloaded.unlink(missing_ok=True)
-            return quiet_timed(lambda: client.download_file(BUCKET, f"floor/model-{i}.bin",
-                                                      str(downloaded)))
-
-        results["boto3_download"] = median_of(args.runs, boto_download)
-        downloaded.unlink(missing_ok=True)
+            floor["boto3_download"].append(quiet_timed(lambda: client.download_file(
+                BUCKET, f"floor/model-{i}.bin", str(downloaded))))
+            downloaded.unlink(missing_ok=True)
 
         # -- the plain DVC + git workflow ------------------------------------------------------
         bare = work / "plain.git"
@@ -215,6 +220,7 @@ def main() -> int:
         upload_rss: list[float] = []
 
         def cpv_upload_tag(i: int) -> float:
+            floor_upload(i)
             touch_head(repo / "model.bin", i)
             settle(s3)
             elapsed, rss = peak_rss_mib([*CPV, "model", "upload", "--metric", f"run={i}"],
@@ -240,6 +246,7 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
             run(["git", "clone", "-q", str(Path(env["CPV_HOME"]) / "remotes/git/bench/m.git"),
                  str(clone)], cwd=work, env=env)
+            floor_download(i)
             settle(s3)
             elapsed, rss = peak_rss_mib([*CPV, "model", "download", last, "-o", str(out)],
                                         cwd=clone, env=env)
@@ -250,6 +257,7 @@ def main() -> int:
 
         results["cpv_download"] = median_of(args.runs, cpv_download)
         results["cpv_download_peak_mib"] = max(download_rss)
+        results.update({name: statistics.median(runs) for name, runs in floor.items()})
 
         older = versions[-2]["version"]
 

@@ -18,7 +18,6 @@ from cp_manage.artifacts import VersionInfo, check_metrics
 from cp_manage.backends.pointer import Pointer
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
-    ConcurrentModificationError,
     CPVError,
     NotARepositoryError,
     NothingToDoError,
@@ -36,8 +35,8 @@ from cp_manage.manage.repository import (
     InitResult,
     Repository,
     append_metrics,
-    backoff,
     ensure_ignored,
+    is_lost_race,
     last_metrics,
     utc_now,
 )
@@ -45,8 +44,6 @@ from cp_manage.versions import Kind, next_version, parse_version, validate_name
 
 logger = logging.getLogger("cp_manage")
 logger.addHandler(logging.NullHandler())
-
-TAG_ATTEMPTS = 30
 
 
 @dataclass(frozen=True)
@@ -213,12 +210,14 @@ class CheckpointManager:
             info = self._version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
             repo.push_head_if_needed()
-            for attempt in range(TAG_ATTEMPTS):
-                repo.fetch_tags_quietly()
+            finished: list[str] = []
+
+            def propose() -> dict[str, str] | None:
                 existing = repo.versions(self.kind, fetch=False)
-                finished = self._finish_interrupted_tag(head, existing)
-                if finished:
-                    return finished
+                done = self._finish_interrupted_tag(head, existing)
+                if done:
+                    finished.append(done)
+                    return None
                 self._check_new_version(info, existing)
                 numbers = [parse_version(i.version, kind="model") for i in existing
                            if i.version]
@@ -228,19 +227,18 @@ class CheckpointManager:
                     raise VersionExistsError(name)
                 info.version, info.tag = str(number), name
                 info.message = message or f"{self.kind.capitalize()} {number}"
-                try:
-                    repo.push_tags({name: info.tag_message()}, head)
-                except CPVError as e:
-                    if explicit is None and _is_race(e) and attempt + 1 < TAG_ATTEMPTS:
-                        logger.info("%s was taken meanwhile; trying the next version", name)
-                        backoff(attempt)
-                        continue
-                    if explicit is not None and _is_race(e):
-                        raise VersionExistsError(name) from e
-                    raise
-                logger.info("Tagged %s as %s", head[:10], name)
-                return name
-        raise ConcurrentModificationError(f"Gave up tagging after {TAG_ATTEMPTS} lost races")
+                return {name: info.tag_message()}
+
+            try:
+                pushed = repo.push_versions(head, propose, retry=explicit is None)
+            except CPVError as e:
+                if explicit is not None and is_lost_race(e):
+                    raise VersionExistsError(explicit.tag(self.kind)) from e
+                raise
+            if pushed is None:
+                return finished[0]
+            logger.info("Tagged %s as %s", head[:10], info.tag)
+            return str(info.tag)
 
     def _finish_interrupted_tag(self, head: str, existing: list[VersionInfo]) -> str | None:
         """When HEAD already carries a version: push it if an earlier run died before doing
@@ -259,7 +257,7 @@ class CheckpointManager:
         try:
             repo.git.push(f"refs/tags/{name}")
         except CPVError as e:
-            if not _is_race(e):
+            if not is_lost_race(e):
                 raise
             repo.git.delete_tags(name)  # someone else took that name meanwhile
             return None
@@ -536,8 +534,3 @@ def _remove(path: Path) -> None:
 
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_race(error: CPVError) -> bool:
-    text = str(getattr(error, "stderr", "")).lower()
-    return "already exists" in text or "[rejected]" in text or "non-fast-forward" in text

@@ -14,7 +14,6 @@ from typing import Any
 from cp_manage.artifacts import VersionInfo
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
-    ConcurrentModificationError,
     CPVError,
     GitError,
     NothingToDoError,
@@ -23,10 +22,10 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import TAG_ATTEMPTS, _is_race, restore_and_commit
+from cp_manage.manage.base import restore_and_commit
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
-from cp_manage.manage.repository import DATA_PATH, Repository, backoff
+from cp_manage.manage.repository import DATA_PATH, Repository, is_lost_race
 from cp_manage.versions import Version, next_version, parse_version, version_from_tag
 
 logger = logging.getLogger(__name__)
@@ -88,8 +87,9 @@ class CombinedCheckpointsManage:
             model_info = self.models._version_info_for(head)
             data_info = self.data._version_info_for(head)
             self._drop_unpushed_tags(head)
-            for attempt in range(TAG_ATTEMPTS):
-                repo.fetch_tags_quietly()
+            chosen: list[tuple[str, str]] = []
+
+            def propose() -> dict[str, str]:
                 models = repo.versions("model", fetch=False)
                 data = repo.versions("data", fetch=False)
                 on_head = [i.tag for i in models if i.commit == head]
@@ -100,31 +100,30 @@ class CombinedCheckpointsManage:
                 numbers = {parse_version(i.version, kind="model") for i in [*models, *data]
                            if i.version}
                 number = explicit or next_version(numbers, major=major)
-                names = number.tag("model"), number.tag("data")
                 if number in numbers:
                     taken = [i.tag for i in [*models, *data] if i.version == str(number)]
                     raise VersionExistsError(
                         " and ".join(str(t) for t in taken),
                         hint=f"A combined release needs {number} free in both sequences; "
                         "omit the version to get the next free one.")
-                messages = self._messages(number, model_info, data_info, model_message,
-                                          data_message)
-                try:
-                    repo.push_tags(messages, head)
-                except CPVError as e:
-                    if explicit is None and _is_race(e) and attempt + 1 < TAG_ATTEMPTS:
-                        logger.info("%s was taken meanwhile; trying the next version", number)
-                        backoff(attempt)
-                        continue
-                    if explicit is not None and _is_race(e):
-                        raise VersionExistsError(
-                            f"{names[0]} or {names[1]}",
-                            hint="Someone released it meanwhile; omit the version to get the "
-                            "next free one.") from e
-                    raise _release_failed(names, e) from e
-                logger.info("Released %s and %s on %s", *names, head[:10])
-                return names
-        raise ConcurrentModificationError(f"Gave up releasing after {TAG_ATTEMPTS} lost races")
+                chosen.append((number.tag("model"), number.tag("data")))
+                return self._messages(number, model_info, data_info, model_message,
+                                      data_message)
+
+            try:
+                repo.push_versions(head, propose, retry=explicit is None)
+            except GitError as e:  # the remote's refusals included
+                if not chosen:
+                    raise
+                names = chosen[-1]
+                if explicit is not None and is_lost_race(e):
+                    raise VersionExistsError(
+                        f"{names[0]} or {names[1]}",
+                        hint="Someone released it meanwhile; omit the version to get the "
+                        "next free one.") from e
+                raise _release_failed(names, e) from e
+            logger.info("Released %s and %s on %s", *chosen[-1], head[:10])
+            return chosen[-1]
 
     def _messages(self, number: Version, model_info: VersionInfo, data_info: VersionInfo,
                   model_message: str | None, data_message: str | None) -> dict[str, str]:

@@ -52,6 +52,7 @@ MODEL_PATH = "model.bin"
 DATA_PATH = "data"
 STORAGE_REMOTE = "storage"
 PUSH_ATTEMPTS = 30
+TAG_ATTEMPTS = 30
 
 Changes = dict[str, bytes]
 
@@ -405,7 +406,7 @@ class Repository:
                 self.git.push(f"{commit}:refs/heads/{branch}")
             except RemoteError as e:
                 self.git.undo_commit(commit)
-                if _is_rejected_race(e) and attempt + 1 < PUSH_ATTEMPTS:
+                if is_lost_race(e) and attempt + 1 < PUSH_ATTEMPTS:
                     logger.info("The remote moved on; replaying on top of it")
                     backoff(attempt)
                     continue
@@ -449,6 +450,43 @@ class Repository:
         except BaseException:
             self.git.delete_tags(*created)
             raise
+
+    def push_versions(self, head: str, propose: Callable[[], dict[str, str] | None], *,
+                      retry: bool) -> dict[str, str] | None:
+        """Push the annotated tags ``propose()`` names onto ``head`` in one atomic push.
+
+        ``propose`` runs after each fetch of the remote's tags, so it sees every version taken
+        so far, and returns ``{tag: message}`` (or None: nothing to push). When another writer
+        takes one of the names first and ``retry`` is set, it runs again after a pause, so an
+        automatic version moves on to the next free number.
+
+        Returns:
+            What was pushed, or None when ``propose`` returned None.
+
+        Raises:
+            CPVError: the push failed (``is_lost_race`` tells whether it lost a race; with
+                ``retry`` it did not).
+            ConcurrentModificationError: every one of ``TAG_ATTEMPTS`` attempts lost a race.
+        """
+        for attempt in range(TAG_ATTEMPTS):
+            self.fetch_tags_quietly()
+            tags = propose()
+            if tags is None:
+                return None
+            try:
+                self.push_tags(tags, head)
+            except CPVError as e:
+                if not (retry and is_lost_race(e)):
+                    raise
+                if attempt + 1 == TAG_ATTEMPTS:
+                    raise ConcurrentModificationError(
+                        f"Gave up after {TAG_ATTEMPTS} lost races for a version",
+                        hint="Many writers are tagging at once; run the command again.") from e
+                logger.info("%s taken meanwhile; trying the next version", ", ".join(tags))
+                backoff(attempt)
+                continue
+            return tags
+        raise AssertionError("unreachable")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -576,8 +614,9 @@ def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
 
 
-def _is_rejected_race(error: RemoteError) -> bool:
-    text = error.stderr.lower()
+def is_lost_race(error: CPVError) -> bool:
+    """Whether a push failed because another writer moved the branch or took a tag first."""
+    text = str(getattr(error, "stderr", "")).lower()
     return any(s in text for s in ("non-fast-forward", "fetch first", "already exists",
                                    "[rejected]", "stale info", "cannot lock ref"))
 
