@@ -114,6 +114,29 @@ def test_ranged_download_any_window_and_stream_count(
     assert seen == sorted(seen) and seen[-1] == 9 * MiB + 5
 
 
+@pytest.mark.parametrize("direct", [True, False])
+def test_ranged_download_writes_around_the_page_cache_or_the_ordinary_way(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        direct: bool) -> None:
+    """O_DIRECT where the filesystem has it (ext4 here); ordinary writes where it has not."""
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    monkeypatch.setattr(s3_module, "READ_CHUNK", 256 * 1024)
+    size = 5 * MiB + 4096 * 3 + 17  # whole blocks, then a tail of 17 bytes
+    md5 = write_random(tmp_path / "model.bin", size)
+    storage.upload(md5, tmp_path / "model.bin")
+    opened: list[int | None] = []
+    real_open = s3_module._open_direct
+
+    def open_direct(target: Path) -> int | None:
+        opened.append(real_open(target) if direct else None)
+        return opened[-1]
+
+    monkeypatch.setattr(s3_module, "_open_direct", open_direct)
+    assert storage.download(md5, tmp_path / "out") == md5
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "model.bin").read_bytes()
+    assert (opened[0] is not None) == direct
+
+
 def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
         storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over plain http too: the server checks each body's CRC32; no SHA-256 pass is spent."""
