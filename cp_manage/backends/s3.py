@@ -472,13 +472,13 @@ class _RangedDownload:
         self.changed = threading.Condition()
 
     def run(self) -> str:
-        os.ftruncate(self.fd, self.size)
         digest = hashlib.md5(usedforsecurity=False)
         hashed = 0
         # Parts are taken in order, so the part being hashed has always been started: a worker
         # waiting for the window waits for a later part, never for one the hashing needs.
         pool = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="cpv-s3-get")
         try:
+            os.ftruncate(self.fd, self.size)
             for index in range(len(self.parts)):
                 pool.submit(self._fetch_or_report, index)
             for index in range(len(self.parts)):
