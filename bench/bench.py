@@ -15,6 +15,7 @@ each target of issue 5 holds; exits 1 when one does not.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
@@ -117,11 +118,17 @@ def main() -> int:
     parser.add_argument("--data-files", type=int, default=10_000)
     parser.add_argument("--data-file-kib", type=int, default=20)
     parser.add_argument("--skip-data", action="store_true")
-    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--workdir", type=Path,
+                        help="keep everything in this folder (default: a temporary one, removed "
+                        "at the end)")
     args = parser.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cpv-bench-")).absolute()
     work.mkdir(parents=True, exist_ok=True)
+    if args.workdir is None:
+        # A run leaves ~20 x --size-mib of files (S3 store, caches, clones), and a full disk
+        # makes the S3 server fail with InternalError. Only a folder named with --workdir stays.
+        atexit.register(shutil.rmtree, work, True)
     size = args.size_mib * 1024 * 1024
     results: dict[str, float] = {}
     print(f"cpv benchmark: {args.size_mib} MiB model.bin, median of {args.runs} runs, in {work}")
