@@ -456,7 +456,7 @@ class _RangedDownload:
         self.key = storage._key(oid)
         self.oid = oid
         self.fd = fd
-        self.direct = _DirectWriter(direct) if direct is not None else None
+        self.direct = _DirectWriter(direct, fd) if direct is not None else None
         self.size = size
         self.progress = progress
         self.parts = [(start, min(start + DOWNLOAD_PART, size))
@@ -559,7 +559,7 @@ class _RangedDownload:
                 if not chunk:
                     break
                 if staged is not None:
-                    staged.add(chunk, self.fd)
+                    staged.add(chunk)
                 else:
                     _write_all(self.fd, chunk, offset)
                 offset += len(chunk)
@@ -567,7 +567,7 @@ class _RangedDownload:
                     self.arrived[index].append(chunk)
                     self.changed.notify_all()
             if staged is not None:
-                staged.finish(self.fd)
+                staged.finish()
         finally:
             body.close()
             if staged is not None:
@@ -605,8 +605,8 @@ class _DirectWriter:
     ordinary descriptor. The first refusal (a filesystem that only claimed support) turns it
     off for the rest of the download, and every later write goes the ordinary way."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, ordinary_fd: int) -> None:
+        self.fd, self.ordinary_fd = fd, ordinary_fd
         self.enabled = True
         self.lock = threading.Lock()
         self.free: list[mmap.mmap] = []
@@ -616,7 +616,7 @@ class _DirectWriter:
             buffer = self.free.pop() if self.free else mmap.mmap(-1, READ_CHUNK)
         return _StagedPart(self, buffer, start)
 
-    def write(self, buffer: mmap.mmap, length: int, offset: int, fallback_fd: int) -> None:
+    def write(self, buffer: mmap.mmap, length: int, offset: int) -> None:
         """Write ``buffer[:length]`` at ``offset``: aligned blocks directly, the rest not."""
         view = memoryview(buffer)
         try:
@@ -629,10 +629,10 @@ class _DirectWriter:
                         raise
                     self.enabled = False  # then the loop below writes it all
                     written = 0
-                _write_all(fallback_fd, view[written:whole], offset + written)
+                _write_all(self.ordinary_fd, view[written:whole], offset + written)
             else:
                 whole = 0
-            _write_all(fallback_fd, view[whole:length], offset + whole)
+            _write_all(self.ordinary_fd, view[whole:length], offset + whole)
         finally:
             view.release()
 
@@ -656,7 +656,7 @@ class _StagedPart:
         self.offset = start  # where the buffer's first byte goes
         self.filled = 0
 
-    def add(self, chunk: bytes, fallback_fd: int) -> None:
+    def add(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
             take = min(len(view), len(self.buffer) - self.filled)
@@ -664,11 +664,11 @@ class _StagedPart:
             self.filled += take
             view = view[take:]
             if self.filled == len(self.buffer):
-                self.finish(fallback_fd)
+                self.finish()
 
-    def finish(self, fallback_fd: int) -> None:
+    def finish(self) -> None:
         if self.filled:
-            self.writer.write(self.buffer, self.filled, self.offset, fallback_fd)
+            self.writer.write(self.buffer, self.filled, self.offset)
             self.offset += self.filled
             self.filled = 0
 
