@@ -6,16 +6,18 @@ with it (a path that leaves the repository, an absolute path or a malformed hash
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from cp_manage.errors import PointerError
 
 _MD5_RE = re.compile(r"[0-9a-f]{32}")
-_YAML12_NUMBER_RE = re.compile(r"[-+]?[0-9]+(?:[eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -37,22 +39,18 @@ class Pointer:
         return f"{self.md5}.dir" if self.is_dir else self.md5
 
     def dumps(self) -> str:
-        """The pointer file's text, byte for byte what ``dvc add`` writes."""
-        lines = ["outs:", f"- md5: {_yaml_scalar(self.oid)}", f"  size: {self.size}"]
+        """The pointer file's text, byte for byte what ``dvc add`` writes: DVC's own YAML 1.2
+        writer (ruamel.yaml) with DVC's settings, so even a path like ``NO`` or an md5 of
+        digits is quoted exactly when DVC quotes it."""
+        out: dict[str, Any] = {"md5": self.oid, "size": self.size}
         if self.nfiles is not None:
-            lines.append(f"  nfiles: {self.nfiles}")
-        lines += ["  hash: md5", f"  path: {_yaml_scalar(self.path)}", ""]
-        return "\n".join(lines)
-
-
-def _yaml_scalar(text: str) -> str:
-    """``text`` as a YAML string, quoted exactly when DVC quotes it."""
-    dumped = yaml.safe_dump(text, default_style=None, allow_unicode=True, width=10_000)
-    dumped = dumped.removesuffix("\n...\n").rstrip("\n")
-    # DVC writes YAML 1.2, where an md5 like 0123...9 or 1e23...4 also reads as a number.
-    if _YAML12_NUMBER_RE.fullmatch(dumped):
-        return f"'{dumped}'"
-    return dumped
+            out["nfiles"] = self.nfiles
+        out.update(hash="md5", path=self.path)
+        writer = YAML()
+        writer.default_flow_style = False
+        stream = io.StringIO()
+        writer.dump({"outs": [out]}, stream)
+        return stream.getvalue()
 
 
 def check_relative_path(path: object, *, what: str) -> str:
@@ -76,8 +74,8 @@ def parse_pointer(text: bytes | str, *, source: str, expected_path: str | None =
     """
     hint = f"Restore it with 'git checkout -- {source}', or upload the artifact again."
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+        data = YAML(typ="safe").load(text)  # as DVC reads it: YAML 1.2, where NO is a string
+    except YAMLError as e:
         raise PointerError(f"{source} is not valid YAML", hint=hint) from e
     outs = data.get("outs") if isinstance(data, dict) else None
     if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict):

@@ -121,3 +121,14 @@ def test_dumps_matches_dvc_serializer(path: str, md5: str, size: int, nfiles: in
         out["nfiles"] = nfiles
     out.update(hash="md5", path=path)
     assert pointer.dumps() == dumps_yaml({"outs": [out]})
+
+
+@pytest.mark.parametrize("path", ["NO", "yes", "On", "off", "y", "1_000", "0755", "null"])
+def test_words_yaml_1_1_reads_as_other_types_stay_paths(path: str) -> None:
+    """DVC writes YAML 1.2, where ``NO`` is a string; a YAML 1.1 reader would see False."""
+    from dvc.utils.serialize import dumps_yaml
+
+    pointer = Pointer(path=path, md5="0" * 32, size=1)
+    assert pointer.dumps() == dumps_yaml({"outs": [{"md5": "0" * 32, "size": 1, "hash": "md5",
+                                                     "path": path}]})
+    assert parse_pointer(pointer.dumps(), source="x.dvc") == pointer
