@@ -162,6 +162,72 @@ def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
     assert storage.download(large, tmp_path / "back") == large
 
 
+@pytest.mark.parametrize(("direct", "buffered"), [(True, True), (False, True), (False, False)])
+def test_parts_are_read_around_the_page_cache_or_the_ordinary_way(
+        storage: S3Storage, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        direct: bool, buffered: bool) -> None:
+    """O_DIRECT where the filesystem has it (ext4 here); parts too large to hold in memory
+    go straight from the file. The stored bytes are the same."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    monkeypatch.setattr(s3_module, "UPLOAD_MEMORY", 20 * MiB if buffered else 10 * MiB)
+    size = 3 * 5 * MiB + 4096 + 17  # whole parts, a whole block, then 17 bytes
+    md5 = write_random(tmp_path / "model.bin", size)
+    opened: list[int | None] = []
+    real_open = s3_module.open_direct
+
+    def open_direct(path: Path | int, flags: int) -> int | None:
+        opened.append(real_open(path, flags) if direct else None)
+        return opened[-1]
+
+    monkeypatch.setattr(s3_module, "open_direct", open_direct)
+    progress: list[tuple[int, int]] = []
+    storage.upload(md5, tmp_path / "model.bin", progress=lambda d, t: progress.append((d, t)))
+    assert (opened[0] is not None) == direct
+    assert progress[-1] == (size, size) and progress == sorted(progress)
+    stored = storage.client.get_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/"
+                                       f"{md5[2:]}")["Body"].read()
+    assert hashlib.md5(stored).hexdigest() == md5
+
+
+def test_a_file_beyond_the_part_limit_goes_up_in_larger_parts(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    monkeypatch.setattr(s3_module, "MAX_PARTS", 2)
+    sizes: list[int] = []
+
+    def record(request: object, **_: object) -> None:
+        if request.method == "PUT":  # type: ignore[attr-defined]
+            sizes.append(int(request.headers["Content-Length"]))  # type: ignore[attr-defined]
+
+    storage.client.meta.events.register("before-send.s3.UploadPart", record)
+    md5 = write_random(tmp_path / "model.bin", 12 * MiB)
+    storage.upload(md5, tmp_path / "model.bin")
+    assert sorted(sizes) == [2 * MiB, 10 * MiB]
+    assert storage.download(md5, tmp_path / "back") == md5
+
+
+def test_a_refused_part_aborts_the_whole_upload(
+        storage: S3Storage, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server finds one part's bytes do not match their CRC32: no object, no parts left."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+
+    def corrupt_part_three(request: object, **_: object) -> None:
+        if "partNumber=3" in request.url:  # type: ignore[attr-defined]
+            request.body = bytes(len(request.body))  # type: ignore[attr-defined]
+
+    storage.client.meta.events.register("before-send.s3.UploadPart", corrupt_part_three)
+    md5 = write_random(tmp_path / "model.bin", 4 * 5 * MiB)
+    with pytest.raises(StorageError, match="Cannot upload object"):
+        storage.upload(md5, tmp_path / "model.bin")
+    assert storage.missing([md5]) == {md5}
+    pending = storage.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u for u in pending if md5[2:] in u["Key"]] == []
+
+
 def test_object_lands_in_dvc_layout(storage: S3Storage, s3: SeaweedS3, bucket: str,
                                     tmp_path: Path) -> None:
     md5 = write_random(tmp_path / "f", 1000)

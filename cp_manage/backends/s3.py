@@ -16,7 +16,7 @@ import mmap
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,18 @@ from urllib.parse import urlparse
 
 from cp_manage.backends.storage import object_key
 from cp_manage.errors import StorageError
-from cp_manage.fsutil import Progress
+from cp_manage.fsutil import DirectWriter, Progress, open_direct, read_into, write_all
 
 MiB = 1024 * 1024
 
-# Uploads: boto3's managed transfer, streaming each part from the file. s3transfer grows the part
-# size by itself when a file would need more than S3's 10,000 parts (above ~156 GiB).
+# Uploads: parts of UPLOAD_PART sent UPLOAD_WORKERS at a time, each from a buffer of its own.
+# The part size doubles for a file that would need more than S3's MAX_PARTS (above ~156 GiB).
 UPLOAD_PART = 16 * MiB
 UPLOAD_WORKERS = 8
+MAX_PARTS = 10_000
+UPLOAD_MEMORY = 128 * MiB
+"""Parts held in memory at once, at most; a larger part (a file above ~312 GiB) is sent
+straight from the file instead, so memory stays bounded whatever the file's size."""
 
 # Downloads: ranged GETs written in place while the calling thread hashes every chunk in file
 # order as it arrives (md5 is sequential, and on a fast link it is the slowest step: it must
@@ -41,14 +45,12 @@ DOWNLOAD_WORKERS = 8
 DOWNLOAD_WINDOW = 8
 DOWNLOAD_START_STREAMS = 2
 READ_CHUNK = 4 * MiB
-DIRECT_ALIGN = 4096
-"""``O_DIRECT`` writes start and end on this boundary (the largest logical block in use)."""
 
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
 """Above this many objects, ``missing`` lists the prefix instead of one HEAD per object."""
-SMALL_OBJECT = 8 * MiB
-"""Below this size an object goes up in one PUT."""
+SMALL_OBJECT = UPLOAD_PART
+"""Up to this size an object goes up in one PUT."""
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
@@ -322,33 +324,30 @@ class S3Storage:
         """Store ``source`` as object ``oid``.
 
         A single PUT and a completed multipart upload are both atomic in S3: a reader sees the
-        whole object or none, so no temporary key is needed.
+        whole object or none, so no temporary key is needed. A multipart upload that fails is
+        aborted, so its parts do not linger in the bucket.
 
         Raises:
             StorageError: the file cannot be read or S3 refused it.
         """
-        from boto3.s3.transfer import TransferConfig
-
         try:
             total = source.stat().st_size
         except OSError as e:
             raise StorageError(f"Cannot read {source}: {e.strerror or e}") from e
-        transfer = TransferConfig(multipart_threshold=UPLOAD_PART, multipart_chunksize=UPLOAD_PART,
-                                  max_concurrency=UPLOAD_WORKERS, use_threads=True,
-                                  preferred_transfer_client="classic")
-        callback = _ProgressCounter(total, progress) if progress else None
         with self._translated("upload", oid):
-            if total < SMALL_OBJECT:
-                # One PUT: the transfer manager's threads and futures cost more than the file.
-                with open(source, "rb") as body:
-                    self.client.put_object(Bucket=self.bucket, Key=self._key(oid), Body=body)
-                if callback:
-                    callback(total)
-            else:
-                self.client.upload_file(str(source), self.bucket, self._key(oid),
-                                        Config=transfer, Callback=callback)
-        if progress and total == 0:
-            progress(0, 0)
+            try:
+                if total <= SMALL_OBJECT:
+                    # One PUT: threads and a multipart upload cost more than the file.
+                    with open(source, "rb") as body:
+                        self.client.put_object(Bucket=self.bucket, Key=self._key(oid),
+                                               Body=body)
+                    if progress:
+                        progress(total, total)
+                else:
+                    _PartedUpload(self, oid, source, total, progress).run()
+            except OSError as e:  # the local side: the file went away or the disk failed
+                raise StorageError(f"Cannot read {source}: {e.strerror or e}",
+                                   hint="Run the command again; nothing was committed.") from e
 
     def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
         """Write object ``oid`` to ``target`` (which must not exist) and return its md5.
@@ -400,7 +399,7 @@ class S3Storage:
         done = 0
         try:
             while chunk := body.read(READ_CHUNK):
-                _write_all(fd, chunk, done)
+                write_all(fd, chunk, done)
                 digest.update(chunk)
                 done += len(chunk)
                 if progress:
@@ -456,7 +455,7 @@ class _RangedDownload:
         self.key = storage._key(oid)
         self.oid = oid
         self.fd = fd
-        self.direct = _DirectWriter(direct, fd) if direct is not None else None
+        self.direct = DirectWriter(direct, fd) if direct is not None else None
         self.size = size
         self.progress = progress
         self.parts = [(start, min(start + DOWNLOAD_PART, size))
@@ -552,7 +551,8 @@ class _RangedDownload:
                                f"(Content-Range {response.get('ContentRange')!r})",
                                hint="Use an S3 store that supports ranged GETs.")
         offset = start
-        staged = self.direct.stage(start) if self.direct is not None else None
+        staged = (_StagedPart(self.direct, self.direct.buffer(READ_CHUNK), start)
+                  if self.direct is not None else None)
         try:
             while offset < end and not self.stop:
                 chunk = body.read(min(READ_CHUNK, end - offset))
@@ -561,7 +561,7 @@ class _RangedDownload:
                 if staged is not None:
                     staged.add(chunk)
                 else:
-                    _write_all(self.fd, chunk, offset)
+                    write_all(self.fd, chunk, offset)
                 offset += len(chunk)
                 with self.changed:
                     self.arrived[index].append(chunk)
@@ -590,68 +590,13 @@ def _open_direct(target: Path) -> int | None:
     ``O_DIRECT`` hands the bytes to the disk for 0.04. Filesystems without it (tmpfs) or
     platforms without it get None, and the download writes the ordinary way.
     """
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    try:
-        return os.open(target, os.O_WRONLY | flag)
-    except OSError:
-        return None
-
-
-class _DirectWriter:
-    """Writes whole aligned blocks through an ``O_DIRECT`` descriptor from reusable aligned
-    buffers; a part's unaligned tail (only the file's last part has one) goes through the
-    ordinary descriptor. The first refusal (a filesystem that only claimed support) turns it
-    off for the rest of the download, and every later write goes the ordinary way."""
-
-    def __init__(self, fd: int, ordinary_fd: int) -> None:
-        self.fd, self.ordinary_fd = fd, ordinary_fd
-        self.enabled = True
-        self.lock = threading.Lock()
-        self.free: list[mmap.mmap] = []
-
-    def stage(self, start: int) -> _StagedPart:
-        with self.lock:
-            buffer = self.free.pop() if self.free else mmap.mmap(-1, READ_CHUNK)
-        return _StagedPart(self, buffer, start)
-
-    def write(self, buffer: mmap.mmap, length: int, offset: int) -> None:
-        """Write ``buffer[:length]`` at ``offset``: aligned blocks directly, the rest not."""
-        view = memoryview(buffer)
-        try:
-            whole = length - length % DIRECT_ALIGN
-            if whole and self.enabled and offset % DIRECT_ALIGN == 0:
-                try:
-                    written = os.pwrite(self.fd, view[:whole], offset)
-                except OSError as e:
-                    if e.errno != errno.EINVAL:
-                        raise
-                    self.enabled = False  # then the loop below writes it all
-                    written = 0
-                _write_all(self.ordinary_fd, view[written:whole], offset + written)
-            else:
-                whole = 0
-            _write_all(self.ordinary_fd, view[whole:length], offset + whole)
-        finally:
-            view.release()
-
-    def give_back(self, buffer: mmap.mmap) -> None:
-        with self.lock:
-            self.free.append(buffer)
-
-    def close(self) -> None:
-        os.close(self.fd)
-        with self.lock:
-            for buffer in self.free:
-                buffer.close()
-            self.free.clear()
+    return open_direct(target, os.O_WRONLY)
 
 
 class _StagedPart:
     """One part's bytes gathered into an aligned buffer until it holds ``READ_CHUNK``."""
 
-    def __init__(self, writer: _DirectWriter, buffer: mmap.mmap, start: int) -> None:
+    def __init__(self, writer: DirectWriter, buffer: mmap.mmap, start: int) -> None:
         self.writer, self.buffer = writer, buffer
         self.offset = start  # where the buffer's first byte goes
         self.filled = 0
@@ -676,27 +621,152 @@ class _StagedPart:
         self.writer.give_back(self.buffer)
 
 
-class _ProgressCounter:
-    """boto3 reports bytes per chunk from many threads; callers want a running total."""
+class _PartedUpload:
+    """One multipart upload: up to ``UPLOAD_WORKERS`` parts at once, each read into an aligned
+    buffer and sent from it.
 
-    def __init__(self, total: int, progress: Progress) -> None:
-        self.total = total
+    Parts are read with ``O_DIRECT`` where the filesystem has it: the file is the cache copy,
+    itself written around the page cache, and reading a GiB through the page cache would cost
+    as much CPU as writing it did (see ``fsutil.copy_file_md5``). The buffers are reused; memory
+    stays at ``UPLOAD_WORKERS`` parts whatever the file's size.
+    """
+
+    def __init__(self, storage: S3Storage, oid: str, source: Path, size: int,
+                 progress: Progress | None) -> None:
+        self.storage, self.oid, self.source, self.size = storage, oid, source, size
+        self.key = storage._key(oid)
         self.progress = progress
-        self.done = 0
+        part = UPLOAD_PART
+        while -(-size // part) > MAX_PARTS:
+            part *= 2
+        self.parts = [(start, min(start + part, size)) for start in range(0, size, part)]
+        self.part_size = part
+        self.buffered = part * 4 <= UPLOAD_MEMORY  # else too few parts would fit in memory
+        self.workers = min(UPLOAD_WORKERS, len(self.parts),
+                           max(1, UPLOAD_MEMORY // part) if self.buffered else UPLOAD_WORKERS)
         self.lock = threading.Lock()
+        self.buffers: list[mmap.mmap] = []
+        self.free: list[mmap.mmap] = []
+        self.sent = 0
+        self.failed = False
+        self.fd = -1
+        self.direct: int | None = None
 
-    def __call__(self, amount: int) -> None:
-        with self.lock:
-            self.done = max(0, min(self.total, self.done + amount))
-            self.progress(self.done, self.total)
+    def run(self) -> None:
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        client, bucket = self.storage.client, self.storage.bucket
+        self.fd = os.open(self.source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self.direct = open_direct(self.source, os.O_RDONLY)
+        try:
+            upload_id = client.create_multipart_upload(
+                Bucket=bucket, Key=self.key, ChecksumAlgorithm="CRC32")["UploadId"]
+            try:
+                with ThreadPoolExecutor(max_workers=self.workers,
+                                        thread_name_prefix="cpv-s3-put") as pool:
+                    futures = [pool.submit(self._send, upload_id, number)
+                               for number in range(len(self.parts))]
+                    try:
+                        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                        for future in finished:
+                            if (failure := future.exception()) is not None:
+                                raise failure
+                        parts = [future.result() for future in futures]
+                    except BaseException:
+                        self.failed = True  # parts not yet started return at once
+                        raise
+                client.complete_multipart_upload(Bucket=bucket, Key=self.key,
+                                                 UploadId=upload_id,
+                                                 MultipartUpload={"Parts": parts})
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    client.abort_multipart_upload(Bucket=bucket, Key=self.key,
+                                                  UploadId=upload_id)
+                raise
+        finally:
+            os.close(self.fd)
+            if self.direct is not None:
+                os.close(self.direct)
+            for buffer in self.buffers:
+                buffer.close()
+
+    def _send(self, upload_id: str, index: int) -> dict[str, Any]:
+        if self.failed:
+            return {}
+        start, end = self.parts[index]
+        length = end - start
+        if not self.buffered:
+            body = _PartBody(length, lambda at, amount: os.pread(self.fd, amount, start + at))
+            response = self._upload_part(upload_id, index, body)
+        else:
+            with self.lock:
+                if self.free:
+                    buffer = self.free.pop()
+                else:
+                    buffer = mmap.mmap(-1, self.part_size)
+                    self.buffers.append(buffer)
+            try:
+                if self._read(buffer, start, length) != length:
+                    raise StorageError(f"{self.source} shrank while it was being uploaded",
+                                       hint="Run the command again.")
+                response = self._upload_part(upload_id, index, _PartBody(
+                    length, lambda at, amount: buffer[at:at + amount]))
+            finally:
+                with self.lock:
+                    self.free.append(buffer)
+        part = {"ETag": response["ETag"], "PartNumber": index + 1}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        if self.progress:
+            with self.lock:
+                self.sent += length
+                self.progress(self.sent, self.size)
+        return part
+
+    def _upload_part(self, upload_id: str, index: int, body: _PartBody) -> dict[str, Any]:
+        return dict(self.storage.client.upload_part(
+            Bucket=self.storage.bucket, Key=self.key, UploadId=upload_id, PartNumber=index + 1,
+            Body=body, ChecksumAlgorithm="CRC32"))
+
+    def _read(self, buffer: mmap.mmap, offset: int, length: int) -> int:
+        direct = self.direct
+        if direct is not None:
+            try:
+                return read_into(direct, buffer, length, offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.direct = None  # only claimed support: read the ordinary way from now on
+        return read_into(self.fd, buffer, length, offset)
 
 
-def _write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
+class _PartBody:
+    """One part as the seekable file botocore sends (and rewinds to retry): ``length`` bytes,
+    ``read_at(position, amount)`` gives those from ``position``."""
+
+    def __init__(self, length: int, read_at: Callable[[int, int], bytes]) -> None:
+        self.length, self.read_at = length, read_at
+        self.position = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, amount: int | None = -1) -> bytes:
+        left = self.length - self.position
+        amount = left if amount is None or amount < 0 else min(amount, left)
+        if amount <= 0:
+            return b""
+        data = self.read_at(self.position, amount)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.position, os.SEEK_END: self.length}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
 
 
 def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
