@@ -142,6 +142,10 @@ def main() -> int:
                "CPV_HOME": str(work / "cpv-home"), "GIT_CONFIG_GLOBAL": str(gitconfig),
                "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1",
                "AWS_ENDPOINT_URL": s3.endpoint_url, "CPV_BUCKET": BUCKET}
+        # Python's default: compiled modules are cached on first use. Some sandboxes and CI
+        # images turn that off, which would charge every command (cpv's and dvc's) ~50 ms of
+        # compiling that no user pays.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         source = work / "model.bin"
         write_random(source, size)
 

@@ -272,9 +272,9 @@ class DirectWriter:
     off for the rest of the file, and every later write goes the ordinary way. Buffers given
     back are reused; ``close`` closes the direct descriptor and frees them."""
 
-    def __init__(self, fd: int, ordinary_fd: int) -> None:
+    def __init__(self, fd: int | None, ordinary_fd: int) -> None:
         self.fd, self.ordinary_fd = fd, ordinary_fd
-        self.enabled = True
+        self.enabled = fd is not None
         self.lock = threading.Lock()
         self.free: list[mmap.mmap] = []
 
@@ -293,7 +293,7 @@ class DirectWriter:
         """Write ``buffer[:length]`` at ``offset``: aligned blocks directly, the rest not."""
         with memoryview(buffer) as view:
             whole = length - length % DIRECT_ALIGN
-            if whole and self.enabled and offset % DIRECT_ALIGN == 0:
+            if whole and self.fd is not None and self.enabled and offset % DIRECT_ALIGN == 0:
                 try:
                     written = os.pwrite(self.fd, view[:whole], offset)
                 except OSError as e:
@@ -307,10 +307,14 @@ class DirectWriter:
             write_all(self.ordinary_fd, view[whole:length], offset + whole)
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Close the direct descriptor and free the buffers given back."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         with self.lock:
             for buffer in self.free:
-                buffer.close()
+                with contextlib.suppress(BufferError):  # a traceback may still hold a view
+                    buffer.close()
             self.free.clear()
 
 

@@ -137,6 +137,32 @@ def test_ranged_download_writes_around_the_page_cache_or_the_ordinary_way(
     assert (opened[0] is not None) == direct
 
 
+@pytest.mark.parametrize("innermost", [True, False])
+def test_ranged_download_reads_from_the_socket_into_its_buffers_or_copies(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        innermost: bool) -> None:
+    """http.client's own readinto where the layers are the expected ones; else read + copy."""
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    monkeypatch.setattr(s3_module, "READ_CHUNK", 256 * 1024)
+    size = 6 * MiB + 4096 + 17
+    md5 = write_random(tmp_path / "model.bin", size)
+    storage.upload(md5, tmp_path / "model.bin")
+    readers: list[object] = []
+    real_receiver = s3_module._receiver
+
+    def receiver(body: object, *, innermost: bool = innermost) -> object:
+        read_into, done = real_receiver(body, innermost=innermost)
+        readers.append(read_into)
+        return read_into, done
+
+    monkeypatch.setattr(s3_module, "_receiver", receiver)
+    assert storage.download(md5, tmp_path / "out") == md5
+    assert (tmp_path / "out").read_bytes() == (tmp_path / "model.bin").read_bytes()
+    assert len(readers) == 7
+    from_socket = [getattr(r, "__self__", None).__class__.__name__ for r in readers]
+    assert from_socket == (["HTTPResponse"] * 7 if innermost else ["NoneType"] * 7)
+
+
 def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
         storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over plain http too: the server checks each body's CRC32; no SHA-256 pass is spent."""
@@ -399,9 +425,20 @@ def test_failed_ranged_download_removes_partial_file(
     assert not (tmp_path / "out").exists()
 
 
-def test_import_does_not_load_boto3() -> None:
-    code = "import sys, cp_manage.backends.s3; assert 'boto3' not in sys.modules, 'boto3'"
+def test_import_loads_no_aws_library_and_a_transfer_never_boto3(
+        storage: S3Storage, tmp_path: Path) -> None:
+    """botocore loads on first use; boto3 (its resource layer, s3transfer) never."""
+    code = ("import sys, cp_manage.backends.s3; "
+            "assert not {'boto3', 'botocore', 's3transfer'} & set(sys.modules), sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    code = ("import sys, hashlib, pathlib, os; from cp_manage.backends.s3 import S3Storage; "
+            f"s = S3Storage({storage.url!r}, endpoint_url={storage.endpoint_url!r}); "
+            "p = pathlib.Path(sys.argv[1]); p.write_bytes(os.urandom(20 << 20)); "
+            "oid = hashlib.md5(p.read_bytes()).hexdigest(); s.upload(oid, p); "
+            "assert s.download(oid, p.with_name('back')) == oid; "
+            "assert not {'boto3', 's3transfer'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "f")], check=True, timeout=120,
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
 
 
