@@ -101,11 +101,27 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _skip_final_collection() -> None:
+    """The process is ending: spare the garbage collector its last pass over every object.
+
+    botocore's S3 model alone is some 100,000 objects; that pass took 0.07-0.10 s after a
+    download, measured from the command's last step to the process's end (0.01 s without it).
+    Everything cpv writes is complete and synced before this point, the standard streams are
+    still flushed at exit, and objects outside reference cycles are still freed as usual.
+    """
+    import gc
+
+    gc.freeze()
+
+
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     _keep_freed_memory()
-    cli.main(prog_name="cpv")
+    try:
+        cli.main(prog_name="cpv")
+    finally:
+        _skip_final_collection()
     sys.exit(0)
 
 
