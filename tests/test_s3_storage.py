@@ -6,6 +6,7 @@ the same HTTP requests as against AWS.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import secrets
@@ -211,6 +212,35 @@ def test_parts_are_read_around_the_page_cache_or_the_ordinary_way(
     storage.upload(md5, tmp_path / "model.bin", progress=lambda d, t: progress.append((d, t)))
     assert (opened[0] is not None) == direct
     assert progress[-1] == (size, size) and progress == sorted(progress)
+    stored = storage.client.get_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/"
+                                       f"{md5[2:]}")["Body"].read()
+    assert hashlib.md5(stored).hexdigest() == md5
+
+
+def test_a_refused_direct_read_falls_back_to_ordinary_reads(
+        storage: S3Storage, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem that accepts O_DIRECT at open but refuses the read (EINVAL)."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    md5 = write_random(tmp_path / "model.bin", 3 * 5 * MiB + 17)
+    direct_fds: list[int] = []
+    real_open, real_preadv = s3_module.open_direct, os.preadv
+
+    def open_direct(path: Path | int, flags: int) -> int | None:
+        fd = real_open(path, flags)
+        assert fd is not None
+        direct_fds.append(fd)
+        return fd
+
+    def preadv(fd: int, buffers: list[memoryview], offset: int) -> int:
+        if fd in direct_fds:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(s3_module, "open_direct", open_direct)
+    monkeypatch.setattr(os, "preadv", preadv)
+    storage.upload(md5, tmp_path / "model.bin")
+    assert direct_fds
     stored = storage.client.get_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/"
                                        f"{md5[2:]}")["Body"].read()
     assert hashlib.md5(stored).hexdigest() == md5

@@ -634,8 +634,8 @@ class _PartedUpload:
 
     Parts are read with ``O_DIRECT`` where the filesystem has it: the file is the cache copy,
     itself written around the page cache, and reading a GiB through the page cache would cost
-    as much CPU as writing it did (see ``fsutil.copy_file_md5``). The buffers are reused; memory
-    stays at ``UPLOAD_WORKERS`` parts whatever the file's size.
+    as much CPU as writing it did (see ``fsutil.copy_file_md5``). The buffers are reused, and
+    they never hold more than ``UPLOAD_MEMORY`` whatever the file's size.
     """
 
     def __init__(self, storage: S3Storage, oid: str, source: Path, size: int,
@@ -658,6 +658,7 @@ class _PartedUpload:
         self.failed = False
         self.fd = -1
         self.direct: int | None = None
+        self.use_direct = True
 
     def run(self) -> None:
         from concurrent.futures import FIRST_EXCEPTION, wait
@@ -695,7 +696,8 @@ class _PartedUpload:
             if self.direct is not None:
                 os.close(self.direct)
             for buffer in self.buffers:
-                buffer.close()
+                with contextlib.suppress(BufferError):  # a traceback may still hold a view
+                    buffer.close()
 
     def _send(self, upload_id: str, index: int) -> dict[str, Any]:
         if self.failed:
@@ -736,14 +738,13 @@ class _PartedUpload:
             Body=body, ChecksumAlgorithm="CRC32"))
 
     def _read(self, buffer: mmap.mmap, offset: int, length: int) -> int:
-        direct = self.direct
-        if direct is not None:
+        if self.direct is not None and self.use_direct:
             try:
-                return read_into(direct, buffer, length, offset)
+                return read_into(self.direct, buffer, length, offset)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-                self.direct = None  # only claimed support: read the ordinary way from now on
+                self.use_direct = False  # only claimed support: read the ordinary way from now on
         return read_into(self.fd, buffer, length, offset)
 
 
