@@ -244,8 +244,8 @@ def read_into(fd: int, buffer: mmap.mmap, length: int, offset: int) -> int:
     """
     got = 0
     with memoryview(buffer) as view:
+        want = min(len(view), -(-length // DIRECT_ALIGN) * DIRECT_ALIGN)
         while got < length:
-            want = min(len(view), -(-length // DIRECT_ALIGN) * DIRECT_ALIGN)
             count = os.preadv(fd, [view[got:want]], offset + got)
             if not count:
                 break
@@ -265,29 +265,48 @@ def open_direct(path: Path | int, flags: int) -> int | None:
         return None
 
 
-class DirectWriter:
-    """Writes whole aligned blocks through an ``O_DIRECT`` descriptor from aligned buffers
-    (anonymous maps); a chunk's unaligned tail (only a file's last chunk has one) goes through
-    the ordinary descriptor. The first refusal (a filesystem that only claimed support) turns it
-    off for the rest of the file, and every later write goes the ordinary way. Buffers given
-    back are reused; ``close`` closes the direct descriptor and frees them."""
+class BufferPool:
+    """Anonymous maps of ``size`` bytes (page-aligned, as ``O_DIRECT`` needs), reused: ``take``
+    hands out a free one or makes one, ``give_back`` returns it, ``close`` frees every one made.
+    How many exist at once is the user's bound (a download's window, an upload's workers)."""
 
-    def __init__(self, fd: int | None, ordinary_fd: int) -> None:
-        self.fd, self.ordinary_fd = fd, ordinary_fd
-        self.enabled = fd is not None
+    def __init__(self, size: int) -> None:
+        self.size = size
         self.lock = threading.Lock()
+        self.made: list[mmap.mmap] = []
         self.free: list[mmap.mmap] = []
 
-    def buffer(self, size: int) -> mmap.mmap:
+    def take(self) -> mmap.mmap:
         with self.lock:
-            for index, buffer in enumerate(self.free):
-                if len(buffer) == size:
-                    return self.free.pop(index)
-        return mmap.mmap(-1, size)
+            if self.free:
+                return self.free.pop()
+            buffer = mmap.mmap(-1, self.size)
+            self.made.append(buffer)
+            return buffer
 
     def give_back(self, buffer: mmap.mmap) -> None:
         with self.lock:
             self.free.append(buffer)
+
+    def close(self) -> None:
+        with self.lock:
+            for buffer in self.made:
+                with contextlib.suppress(BufferError):  # a traceback may still hold a view
+                    buffer.close()
+            self.made.clear()
+            self.free.clear()
+
+
+class DirectWriter:
+    """Writes whole aligned blocks through an ``O_DIRECT`` descriptor from aligned buffers; a
+    chunk's unaligned tail (only a file's last chunk has one) goes through the ordinary
+    descriptor. The first refusal (a filesystem that only claimed support) turns it off for the
+    rest of the file, and every later write goes the ordinary way. Without a direct descriptor
+    every write goes the ordinary way. ``close`` closes the direct descriptor."""
+
+    def __init__(self, fd: int | None, ordinary_fd: int) -> None:
+        self.fd, self.ordinary_fd = fd, ordinary_fd
+        self.enabled = fd is not None
 
     def write(self, buffer: mmap.mmap, length: int, offset: int) -> None:
         """Write ``buffer[:length]`` at ``offset``: aligned blocks directly, the rest not."""
@@ -307,15 +326,9 @@ class DirectWriter:
             write_all(self.ordinary_fd, view[whole:length], offset + whole)
 
     def close(self) -> None:
-        """Close the direct descriptor and free the buffers given back."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        with self.lock:
-            for buffer in self.free:
-                with contextlib.suppress(BufferError):  # a traceback may still hold a view
-                    buffer.close()
-            self.free.clear()
 
 
 def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:

@@ -25,7 +25,14 @@ from urllib.parse import urlparse
 
 from cp_manage.backends.storage import object_key
 from cp_manage.errors import StorageError
-from cp_manage.fsutil import DirectWriter, Progress, open_direct, read_into, write_all
+from cp_manage.fsutil import (
+    BufferPool,
+    DirectWriter,
+    Progress,
+    open_direct,
+    read_into,
+    write_all,
+)
 
 MiB = 1024 * 1024
 
@@ -455,6 +462,7 @@ class _RangedDownload:
         self.key = storage._key(oid)
         self.oid = oid
         self.writer = DirectWriter(direct, fd)
+        self.pool = BufferPool(DOWNLOAD_PART)
         self.size = size
         self.progress = progress
         self.parts = [(start, min(start + DOWNLOAD_PART, size))
@@ -513,6 +521,7 @@ class _RangedDownload:
                 self.changed.notify_all()
             pool.shutdown(wait=True, cancel_futures=True)
             self.writer.close()
+            self.pool.close()
         if hashed != self.size:  # cannot happen unless a part was miscounted
             raise StorageError(f"Hashed {hashed} of {self.size} bytes of {self.oid}")
         return digest.hexdigest()
@@ -523,7 +532,7 @@ class _RangedDownload:
         buffer = self.buffers[index]
         if self.holders[index] == 0 and buffer is not None:
             self.buffers[index] = None
-            self.writer.give_back(buffer)
+            self.pool.give_back(buffer)
 
     def _fetch_or_report(self, index: int) -> None:
         try:
@@ -543,7 +552,7 @@ class _RangedDownload:
                 return
             self.next_start += 1
             self.fetching += 1
-            self.buffers[index] = self.writer.buffer(DOWNLOAD_PART)
+            self.buffers[index] = self.pool.take()
             self.holders[index] = 2
         try:
             self._get(index)
@@ -647,13 +656,11 @@ class _PartedUpload:
         while -(-size // part) > MAX_PARTS:
             part *= 2
         self.parts = [(start, min(start + part, size)) for start in range(0, size, part)]
-        self.part_size = part
         self.buffered = part * 4 <= UPLOAD_MEMORY  # else too few parts would fit in memory
         self.workers = min(UPLOAD_WORKERS, len(self.parts),
                            max(1, UPLOAD_MEMORY // part) if self.buffered else UPLOAD_WORKERS)
         self.lock = threading.Lock()
-        self.buffers: list[mmap.mmap] = []
-        self.free: list[mmap.mmap] = []
+        self.pool = BufferPool(part)
         self.sent = 0
         self.failed = False
         self.fd = -1
@@ -695,9 +702,7 @@ class _PartedUpload:
             os.close(self.fd)
             if self.direct is not None:
                 os.close(self.direct)
-            for buffer in self.buffers:
-                with contextlib.suppress(BufferError):  # a traceback may still hold a view
-                    buffer.close()
+            self.pool.close()
 
     def _send(self, upload_id: str, index: int) -> dict[str, Any]:
         if self.failed:
@@ -708,12 +713,7 @@ class _PartedUpload:
             body = _PartBody(length, lambda at, amount: os.pread(self.fd, amount, start + at))
             response = self._upload_part(upload_id, index, body)
         else:
-            with self.lock:
-                if self.free:
-                    buffer = self.free.pop()
-                else:
-                    buffer = mmap.mmap(-1, self.part_size)
-                    self.buffers.append(buffer)
+            buffer = self.pool.take()
             try:
                 if self._read(buffer, start, length) != length:
                     raise StorageError(f"{self.source} shrank while it was being uploaded",
@@ -721,8 +721,7 @@ class _PartedUpload:
                 response = self._upload_part(upload_id, index, _PartBody(
                     length, lambda at, amount: buffer[at:at + amount]))
             finally:
-                with self.lock:
-                    self.free.append(buffer)
+                self.pool.give_back(buffer)
         part = {"ETag": response["ETag"], "PartNumber": index + 1}
         if "ChecksumCRC32" in response:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
