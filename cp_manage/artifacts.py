@@ -40,6 +40,8 @@ class VersionInfo:
     splits: dict[str, int] | None = None
     sample_count: int | None = None
     data_version: str | None = None
+    files: dict[str, dict[str, Any]] | None = None
+    """A folder's files (relative path → ``{"size", "md5"}``), for at most 1,000 files."""
 
     @property
     def size_mb(self) -> float:
@@ -52,10 +54,7 @@ class VersionInfo:
         data["timestamp"] = self.created_at
         data["team_name"] = self.team
         data["model_name"] = self.model
-        if self.kind == "model":
-            data["model_size_mb"] = self.size_mb
-        else:
-            data["data_size_mb"] = self.size_mb
+        data[f"{self.kind}_size_mb"] = self.size_mb  # the seed's model_size_mb, data_size_mb
         return data
 
     def tag_message(self) -> str:

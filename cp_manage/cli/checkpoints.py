@@ -89,30 +89,31 @@ def make_group(kind: str) -> click.Group:
     def group() -> None:
         pass
 
-    default_path = "model.bin" if kind == "model" else "data"
+    default_path = ("the repository's model artifact (model.bin, or the NAME given to "
+                    "'cpv init --artifact')" if kind == "model" else "data/")
 
-    @group.command(help=f"Store the {noun} and commit it (default PATH: {default_path})." + (
-        " A folder elsewhere is first copied to data/; only changed files are sent."
-        if kind == "data" else ""))
+    @group.command(help=f"Store the {noun} and commit it. PATH (default: {default_path}) may "
+                   "be any file or folder of the right kind, anywhere: it is only read, and "
+                   "the workspace then holds a private copy. Only changed files are sent.")
     @click.argument("path", required=False)
     @click.option("--metric", multiple=True, metavar="K=V", help="A metric; repeatable.")
     @click.option("--metrics-file", type=click.Path(dir_okay=False),
                   help="A JSON file of metrics.")
     @click.option("-m", "--message", help="The commit message.")
+    @click.option("--force", is_flag=True, help="Replace workspace changes that were never "
+                  "uploaded (when PATH is elsewhere).")
     @repo_option
     def upload(path: str | None, metric: tuple[str, ...], metrics_file: str | None,
-               message: str | None, repo: str | None) -> None:
+               message: str | None, force: bool, repo: str | None) -> None:
         metrics = _load_metrics(metric, metrics_file)
+        if metrics is not None and kind == "data":
+            raise click.UsageError("A dataset has no metrics; give them to "
+                                   "'cpv model upload'.")
         manager = _manager(kind, repo)
         source = Path(path).absolute() if path else None
         with output.transfer_progress(f"uploading {kind}") as progress:
-            kwargs: dict[str, Any] = {"message": message, "progress": progress}
-            if kind == "model":
-                kwargs["metrics"] = metrics
-            elif metrics is not None:
-                raise click.UsageError("A dataset has no metrics; give them to "
-                                       "'cpv model upload'.")
-            result = manager.upload(source, **kwargs)
+            result = manager.upload(source, metrics=metrics, message=message,
+                                    progress=progress, force=force)
         if result.changed:
             output.success(f"Uploaded {kind} {result.md5[:10]} "
                            f"({output.human_size(result.size_bytes)}, "
@@ -189,6 +190,10 @@ def make_group(kind: str) -> click.Group:
         if result.get("files") is not None:
             output.info(", ".join(f"{len(names)} {change}"
                                   for change, names in result["files"].items()) + " files")
+        if result.get("file_changes"):
+            output.table(["file", "change", "old size", "new size"], [
+                [row["path"], row["change"], _size(row["old_size"]), _size(row["new_size"])]
+                for row in result["file_changes"]])
 
     @group.command(help="Fetch VERSION (default: HEAD) into a folder; the working tree and "
                    "HEAD are never touched.")
@@ -198,9 +203,14 @@ def make_group(kind: str) -> click.Group:
     @click.option("--team", help="With --model: fetch without a clone, from the configured "
                   "remotes.")
     @click.option("--model", help="With --team: the model to fetch.")
+    @click.option("--include", multiple=True, metavar="GLOB", help="For a folder: fetch only "
+                  "files whose path, name or folder matches GLOB; repeatable.")
+    @click.option("--exclude", multiple=True, metavar="GLOB", help="For a folder: skip files "
+                  "whose path, name or folder matches GLOB; repeatable.")
     @repo_option
     def download(version: str | None, output_dir: str | None, team: str | None,
-                 model: str | None, repo: str | None) -> None:
+                 model: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
+                 repo: str | None) -> None:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
             name = model or manager.repo.model
@@ -208,7 +218,8 @@ def make_group(kind: str) -> click.Group:
             output_dir = str(Path.cwd() / (f"{name}-data-{label.removeprefix('data/')}"
                                            if kind == "data" else f"{name}-{label}"))
         with output.transfer_progress(f"downloading {kind}") as progress:
-            path, info = manager.download(version, output_dir=output_dir, progress=progress)
+            path, info = manager.download(version, output_dir=output_dir, progress=progress,
+                                          include=include, exclude=exclude)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
                        f"(md5 {info.md5} verified)")
 
@@ -230,6 +241,10 @@ def make_group(kind: str) -> click.Group:
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value))
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else output.human_size(value)
 
 
 def _fmt_delta(value: Any) -> str:

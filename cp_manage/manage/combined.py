@@ -22,11 +22,12 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import restore_and_commit
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
-from cp_manage.manage.repository import DATA_PATH, Repository, is_lost_race
-from cp_manage.versions import Version, next_version, parse_version, version_from_tag
+from cp_manage.manage.repository import Repository, is_lost_race
+from cp_manage.manage.workspace import restore_and_commit
+from cp_manage.spec import DATA
+from cp_manage.versions import Version, next_version
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class CombinedCheckpointsManage:
     def repo(self) -> Repository:
         """The repository both managers share, opened once."""
         repo = self.models.repo
-        self.data._repo = repo
+        self.data.attach(repo)
         return repo
 
     # -- tag -----------------------------------------------------------------------------------
@@ -78,27 +79,27 @@ class CombinedCheckpointsManage:
             RemoteError: the remote refused or could not be reached; neither tag exists.
         """
         repo = self.repo
-        explicit = parse_version(version_tag, kind="data") if version_tag is not None else None
+        explicit = DATA.parse(version_tag) if version_tag is not None else None
         with repo.locked():
             head = repo.head_or_raise()
             branch = repo.branch()
             repo.git.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
             repo.push_head_if_needed()
-            model_info = self.models._version_info_for(head)
-            data_info = self.data._version_info_for(head)
+            model_info = self.models.version_info_for(head)
+            data_info = self.data.version_info_for(head)
+            model_spec = repo.model_spec
             self._drop_unpushed_tags(head)
             chosen: list[tuple[str, str]] = []
 
             def propose() -> dict[str, str]:
-                models = repo.versions("model", fetch=False)
-                data = repo.versions("data", fetch=False)
+                models = repo.versions(model_spec, fetch=False)
+                data = repo.versions(DATA, fetch=False)
                 on_head = [i.tag for i in models if i.commit == head]
                 if on_head:
                     raise NothingToDoError(
                         f"HEAD's model is already {on_head[-1]}",
                         hint="Upload a new model checkpoint before a combined release.")
-                numbers = {parse_version(i.version, kind="model") for i in [*models, *data]
-                           if i.version}
+                numbers = {model_spec.parse(i.version) for i in [*models, *data] if i.version}
                 number = explicit or next_version(numbers, major=major)
                 if number in numbers:
                     taken = [i.tag for i in [*models, *data] if i.version == str(number)]
@@ -106,7 +107,7 @@ class CombinedCheckpointsManage:
                         " and ".join(str(t) for t in taken),
                         hint=f"A combined release needs {number} free in both sequences; "
                         "omit the version to get the next free one.")
-                chosen.append((number.tag("model"), number.tag("data")))
+                chosen.append((model_spec.tag(number), DATA.tag(number)))
                 return self._messages(number, model_info, data_info, model_message,
                                       data_message)
 
@@ -127,7 +128,7 @@ class CombinedCheckpointsManage:
 
     def _messages(self, number: Version, model_info: VersionInfo, data_info: VersionInfo,
                   model_message: str | None, data_message: str | None) -> dict[str, str]:
-        model_tag, data_tag = number.tag("model"), number.tag("data")
+        model_tag, data_tag = self.repo.model_spec.tag(number), DATA.tag(number)
         model_info.version = data_info.version = str(number)
         model_info.tag, data_info.tag = model_tag, data_tag
         model_info.data_version = data_tag
@@ -140,7 +141,7 @@ class CombinedCheckpointsManage:
         versions (a version exists on the remote), so they must not block a release."""
         repo = self.repo
         local = [name for name in repo.git.tags_at(head)
-                 if version_from_tag(name, "model") or version_from_tag(name, "data")]
+                 if repo.model_spec.version_of(name) or DATA.version_of(name)]
         if not local:
             return
         remote = repo.remote_tags()
@@ -171,10 +172,10 @@ class CombinedCheckpointsManage:
         repo = self.repo
         with repo.locked():
             repo.sync()
-            model_commit, model_info = repo.resolve("model", tag)
+            model_commit, model_info = repo.resolve(repo.model_spec, tag)
             data_commit, data_info = self._data_of(model_commit, model_info)
-            restores = [self.models._plan_restore(model_commit, model_info, force=force),
-                        self.data._plan_restore(data_commit, data_info, force=force)]
+            restores = [self.models.plan_restore(model_commit, model_info, force=force),
+                        self.data.plan_restore(data_commit, data_info, force=force)]
             new = restore_and_commit(
                 repo, restores, f"Revert model to {model_info.tag} and data to "
                 f"{data_info.tag or 'its training data'}", progress=progress or self.progress)
@@ -188,10 +189,10 @@ class CombinedCheckpointsManage:
         repo = self.repo
         if model_info.version is not None:
             try:
-                return repo.resolve("data", model_info.version)
+                return repo.resolve(DATA, model_info.version)
             except VersionNotFoundError:
                 pass
-        info = repo.info_from_commit("data", model_commit, tag=None)
+        info = repo.info_from_commit(DATA, model_commit, tag=None)
         if info is None:
             raise NothingToDoError(
                 f"{model_info.tag or 'HEAD'} has no dataset",
@@ -212,12 +213,12 @@ class CombinedCheckpointsManage:
             the data the model's commit holds).
         """
         repo = self.repo
-        model_commit, model_info = repo.resolve("model", tag)
+        model_commit, model_info = repo.resolve(repo.model_spec, tag)
         try:
             data_info: VersionInfo | None = self._data_of(model_commit, model_info)[1]
         except NothingToDoError:
             data_info = None
-        trained_on = repo.pointer_at(model_commit, DATA_PATH)
+        trained_on = repo.pointer_at(model_commit, DATA.path)
         return {
             "version": model_info.version,
             "model": model_info.to_dict(),

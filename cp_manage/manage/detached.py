@@ -7,6 +7,7 @@ bare mirror under ``$CPV_HOME/mirrors``, and only that version's objects come fr
 from __future__ import annotations
 
 import configparser
+import json
 import logging
 
 from cp_manage.artifacts import VersionInfo
@@ -16,8 +17,9 @@ from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
 from cp_manage.errors import ConfigError, VersionNotFoundError
-from cp_manage.manage.repository import STORAGE_REMOTE
-from cp_manage.versions import Kind, Version, parse_version, version_from_tag
+from cp_manage.manage.repository import REPO_FILE, STORAGE_REMOTE
+from cp_manage.spec import DATA, ArtifactSpec
+from cp_manage.versions import Kind, Version
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +41,26 @@ class DetachedSource:
         assert self._storage is not None, "resolve() a version first"
         return self._storage
 
-    def _latest_tag(self, kind: Kind) -> str:
+    def _latest_tag(self, spec: ArtifactSpec) -> str:
         listing = run_git(["ls-remote", "--tags", "--refs", self.git_url], cwd=None).stdout
         versions: list[tuple[Version, str]] = []
         for line in listing.decode().splitlines():
             ref = line.split("\t", 1)[-1].removeprefix("refs/tags/")
-            number = version_from_tag(ref, kind)
+            number = spec.version_of(ref)
             if number is not None:
                 versions.append((number, ref))
         if not versions:
-            raise VersionNotFoundError("(latest)", kind=kind)
+            raise VersionNotFoundError("(latest)", kind=spec.kind)
         return max(versions)[1]
 
-    def resolve(self, kind: Kind, version: str | None, path: str
-                ) -> tuple[str, VersionInfo, Pointer]:
+    def resolve(self, kind: Kind, version: str | None
+                ) -> tuple[str, VersionInfo, Pointer, ArtifactSpec]:
         """Fetch ``version``'s tag (the latest when None) shallowly; return its commit,
-        metadata and pointer, and open the storage its ``.dvc/config`` names."""
-        tag = parse_version(version, kind=kind).tag(kind) if version else self._latest_tag(kind)
+        metadata, pointer and artifact (from the commit's ``.cpv.json``), and open the storage
+        its ``.dvc/config`` names."""
+        # Tag names do not depend on the model's artifact, only on the kind.
+        naming = DATA if kind == DATA.kind else ArtifactSpec.model()
+        tag = naming.tag(naming.parse(version)) if version else self._latest_tag(naming)
         if not (self.mirror / "HEAD").exists():
             self.mirror.mkdir(parents=True, exist_ok=True)
             run_git(["init", "--quiet", "--bare"], cwd=self.mirror)
@@ -70,13 +75,23 @@ class DetachedSource:
         if not records:
             raise VersionNotFoundError(tag, kind=kind)
         record = records[0]
+        spec = naming if kind == DATA.kind else self._model_spec(record.commit)
         info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-        raw = self.git.show(record.commit, f"{path}.dvc")
+        raw = self.git.show(record.commit, spec.pointer_file)
         if info is None or raw is None:
             raise VersionNotFoundError(tag, kind=kind)
-        pointer = parse_pointer(raw, source=f"{path}.dvc", expected_path=path)
+        pointer = parse_pointer(raw, source=spec.pointer_file, expected_path=spec.path)
         self._storage = open_storage(self._storage_url(record.commit), config=self.config)
-        return record.commit, info, pointer
+        return record.commit, info, pointer, spec
+
+    def _model_spec(self, commit: str) -> ArtifactSpec:
+        """The model artifact ``.cpv.json`` names at ``commit`` (``model.bin`` when none)."""
+        try:
+            recorded = json.loads(self.git.show(commit, REPO_FILE) or b"{}")
+        except ValueError as e:
+            raise ConfigError(f"{REPO_FILE} of {self.git_url} is corrupt ({e})") from e
+        artifact = recorded.get("artifact") if isinstance(recorded, dict) else None
+        return ArtifactSpec.model(artifact if isinstance(artifact, str) else None)
 
     def _storage_url(self, commit: str) -> str:
         parser = configparser.ConfigParser()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import ModelArtifacts
+from cp_manage.errors import NotARepositoryError
 from cp_manage.fsutil import Progress
 from cp_manage.manage.base import CheckpointManager
-from cp_manage.manage.handlers import FileHandler, Handler
 from cp_manage.manage.repository import MODEL_PATH, InitResult
 
 
 class ModelsCheckpointsManage(CheckpointManager):
-    """Version the model checkpoint (``model.bin``) of one (team, model) repository.
+    """Version the model checkpoint of one (team, model) repository: one file (``model.bin`` by
+    default, or another name) or one folder (such as ``checkpoint/``), chosen at init.
 
     Args:
         team_name: the team, e.g. ``AI-Convo``.
@@ -25,17 +27,25 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     kind = "model"
 
-    def _handler(self) -> Handler:
-        return FileHandler(MODEL_PATH)
-
     def import_model_init(self, data_path: str | os.PathLike[str] | None = None,
                           force: bool = False, *, git_url: str | None = None,
-                          storage_url: str | None = None) -> InitResult:
+                          storage_url: str | None = None,
+                          artifact: str | None = None) -> InitResult:
         """Create the repository (seed layout, git + DVC, both remotes), push its first commit.
 
         Running it again changes nothing. With ``data_path``, that dataset is imported too.
+
+        Args:
+            artifact: the model artifact, recorded in ``.cpv.json``: ``model.bin`` (the
+                default), another file name such as ``model.safetensors``, or a name ending in
+                ``/`` such as ``checkpoint/`` for a folder checkpoint.
+
+        Raises:
+            InvalidNameError, ConfigError (e.g. the repository has another artifact),
+            RemoteError, StorageError.
         """
-        result = self._init(git_url=git_url, storage_url=storage_url, force=force)
+        result = self._init(git_url=git_url, storage_url=storage_url, force=force,
+                            artifact=artifact)
         if data_path is not None:
             from cp_manage.manage.data import DataCheckpointsManage
 
@@ -48,10 +58,15 @@ class ModelsCheckpointsManage(CheckpointManager):
     def upload_model_checkpoint(self, model_path: str | os.PathLike[str] | None = None,
                                 metrics: dict[str, Any] | None = None,
                                 message: str | None = None, verbose: bool = False, *,
-                                progress: Progress | None = None) -> str:
-        """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards."""
-        return self.upload(model_path, metrics=metrics, message=message,
-                           progress=progress).commit
+                                force: bool = False, progress: Progress | None = None) -> str:
+        """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards.
+
+        ``model_path`` may be any file (or, for a folder artifact, any folder), inside or
+        outside the repository; it is only read, and the workspace artifact then holds a
+        private copy of it (``force`` replaces workspace changes never uploaded).
+        """
+        return self.upload(model_path, metrics=metrics, message=message, progress=progress,
+                           force=force).commit
 
     upload_checkpoint = upload_model_checkpoint
 
@@ -70,10 +85,14 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     def download_model_checkpoint(self, tag: str | None = None,
                                   output_dir: str | os.PathLike[str] | None = None,
-                                  verbose: bool = False, *,
-                                  progress: Progress | None = None) -> ModelArtifacts:
-        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked."""
-        path, info = self.download(tag, output_dir=output_dir, progress=progress)
+                                  verbose: bool = False, *, progress: Progress | None = None,
+                                  include: Sequence[str] | None = None,
+                                  exclude: Sequence[str] | None = None) -> ModelArtifacts:
+        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked. A folder
+        checkpoint is laid directly in ``output_dir`` (``model_path`` is that folder), all of
+        it or the files ``include``/``exclude`` pick."""
+        path, info = self.download(tag, output_dir=output_dir, progress=progress,
+                                   include=include, exclude=exclude)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
@@ -94,4 +113,8 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     @property
     def model_path(self) -> Path:
-        return self.repo_path / MODEL_PATH
+        """The workspace model artifact (a file, or a folder)."""
+        try:
+            return self.repo.root / self.spec.path
+        except NotARepositoryError:  # not made yet: where the seed's layout puts it
+            return self.repo_path / MODEL_PATH

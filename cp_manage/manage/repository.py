@@ -42,14 +42,15 @@ from cp_manage.errors import (
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.manage.pool import WorkspacePool
-from cp_manage.versions import Kind, Version, parse_version, validate_name, version_from_tag
+from cp_manage.spec import DATA, DATA_PATH, DEFAULT_ARTIFACT, ArtifactSpec
+from cp_manage.versions import Kind, Version, validate_name
 
 logger = logging.getLogger(__name__)
 
 REPO_FILE = ".cpv.json"
 METRICS_FILE = "metrics.log"
-MODEL_PATH = "model.bin"
-DATA_PATH = "data"
+MODEL_PATH = DEFAULT_ARTIFACT
+"""The model artifact of a repository made without ``--artifact`` (see ``model_spec``)."""
 STORAGE_REMOTE = "storage"
 PUSH_ATTEMPTS = 30
 TAG_ATTEMPTS = 30
@@ -76,11 +77,14 @@ def _is_local_url(url: str) -> bool:
 class Repository:
     """A cpv repository on disk. Construct with ``Repository.open`` or ``Repository.init``."""
 
-    def __init__(self, root: Path, *, config: CPVConfig, team: str, model: str) -> None:
+    def __init__(self, root: Path, *, config: CPVConfig, team: str, model: str,
+                 artifact: str | None = None) -> None:
         self.root = root
         self.config = config
         self.team = team
         self.model = model
+        self.model_spec = ArtifactSpec.model(artifact)
+        """The model artifact chosen at init (``model.bin`` when ``.cpv.json`` names none)."""
         self.git = Git(root)
         self.cache = LocalCache(root / ".dvc" / "cache")
         self._private = root / ".git" / "cpv"
@@ -125,7 +129,11 @@ class Repository:
             raise ConfigError(
                 f"{root} holds {recorded.get('team')}/{recorded.get('model')}, not {team}/{model}",
                 hint="Pass the matching team and model, or another repo_path.")
-        return cls(root, config=config, team=team, model=model)
+        artifact = recorded.get("artifact")
+        if artifact is not None and not isinstance(artifact, str):
+            raise ConfigError(f"{root / REPO_FILE} names no valid artifact ({artifact!r})",
+                              hint=f"Restore it with 'git checkout -- {REPO_FILE}'.")
+        return cls(root, config=config, team=team, model=model, artifact=artifact)
 
     @staticmethod
     def _read_repo_file(root: Path) -> dict[str, Any]:
@@ -143,22 +151,27 @@ class Repository:
     @classmethod
     def init(cls, root: Path, *, team: str, model: str, config: CPVConfig,
              git_url: str | None = None, storage_url: str | None = None,
-             force: bool = False) -> tuple[Repository, InitResult]:
+             force: bool = False, artifact: str | None = None) -> tuple[Repository, InitResult]:
         """Create (or clone, or adopt) the repository of team/model at ``root``.
 
         Running it again on a finished repository changes nothing (``created`` is False).
+        ``artifact`` names the model artifact (default ``model.bin``; ``NAME/`` is a folder);
+        an existing repository keeps its own, and naming another one is an error.
 
         Raises:
             InvalidNameError, ConfigError, RemoteError, StorageError.
         """
         validate_name(team, "team")
         validate_name(model, "model")
+        if artifact is not None:
+            ArtifactSpec.model(artifact)  # refuse a bad name before anything is created
         root = root.expanduser().absolute()
         git_url = config.git_url(team, model, git_url)
         storage_url = config.storage_url(team, model, storage_url)
 
         if (root / ".git").exists() and (root / ".dvc").is_dir() and (root / REPO_FILE).exists():
             repo = cls.open(root, config=config, team=team, model=model)
+            repo._check_artifact(artifact)
             return repo, InitResult(root, False, False, repo.git.remote_url() or git_url,
                                     repo.storage_url())
 
@@ -168,7 +181,7 @@ class Repository:
             cls._ensure_bare_remote(Path(git_url.removeprefix("file://")))
 
         if (root / ".git").exists():
-            repo = cls(root, config=config, team=team, model=model)
+            repo = cls(root, config=config, team=team, model=model, artifact=artifact)
             repo._adopt(git_url, storage_url)
             return repo, InitResult(root, True, False, git_url, storage_url)
 
@@ -187,11 +200,12 @@ class Repository:
                 # master, say), so nothing was checked out: take main, the branch cpv pushes.
                 clone.run("checkout", "--quiet", "-B", "main", "--track", "origin/main")
             repo = cls.open(root, config=config, team=team, model=model)
+            repo._check_artifact(artifact)
             return repo, InitResult(root, True, True, git_url, repo.storage_url())
 
         root.mkdir(parents=True, exist_ok=True)
         run_git(["init", "--quiet", "--initial-branch=main"], cwd=root)
-        repo = cls(root, config=config, team=team, model=model)
+        repo = cls(root, config=config, team=team, model=model, artifact=artifact)
         repo._write_skeleton(storage_url)
         repo.git.run("remote", "add", "origin", git_url)
         commit = repo.git.commit_paths(repo._skeleton_paths(), f"Initialize {team}/{model}")
@@ -202,6 +216,15 @@ class Repository:
             logger.warning("Created %s but could not push it; the next command retries", root)
             raise
         return repo, InitResult(root, True, False, git_url, storage_url)
+
+    def _check_artifact(self, artifact: str | None) -> None:
+        """An existing repository keeps the artifact it was made with."""
+        if artifact is not None and ArtifactSpec.model(artifact) != self.model_spec:
+            raise ConfigError(
+                f"{self.team}/{self.model} versions the artifact {self.model_spec.name!r}, "
+                f"not {artifact!r}",
+                hint=f"Drop --artifact (or pass --artifact {self.model_spec.name}); a "
+                "repository versions one artifact, chosen when it was made.")
 
     @staticmethod
     def _ensure_bare_remote(path: Path) -> None:
@@ -219,9 +242,9 @@ class Repository:
 
         files = {
             REPO_FILE: self._repo_file_bytes(),
-            "README.md": templates.readme(self.team, self.model).encode(),
-            "train.py": templates.train_script(self.team, self.model).encode(),
-            ".gitignore": f"/{MODEL_PATH}\n/{DATA_PATH}\n".encode(),
+            "README.md": templates.readme(self.team, self.model, self.model_spec).encode(),
+            "train.py": templates.train_script(self.team, self.model, self.model_spec).encode(),
+            ".gitignore": f"/{self.model_spec.path}\n/{DATA_PATH}\n".encode(),
             METRICS_FILE: b"",
             ".dvcignore": templates.DVCIGNORE.encode(),
             ".dvc/.gitignore": b"/config.local\n/tmp\n/cache\n",
@@ -233,8 +256,9 @@ class Repository:
         self._write_dvc_config(storage_url)
 
     def _repo_file_bytes(self) -> bytes:
-        return (json.dumps({"team": self.team, "model": self.model, "format": 1}, indent=2)
-                + "\n").encode()
+        recorded = {"team": self.team, "model": self.model, "format": 1,
+                    "artifact": self.model_spec.name}
+        return (json.dumps(recorded, indent=2) + "\n").encode()
 
     def _write_dvc_config(self, storage_url: str) -> None:
         """Name the storage remote in ``.dvc/config``: what teammates share, never secrets."""
@@ -514,20 +538,23 @@ class Repository:
         raw = self.git.show(commit, METRICS_FILE) if commit else None
         return last_metrics(raw or b"")
 
-    def versions(self, kind: Kind, *, fetch: bool = True) -> list[VersionInfo]:
-        """Every version of ``kind``, oldest first by number, read from tags alone."""
+    def spec(self, kind: Kind) -> ArtifactSpec:
+        """The artifact of ``kind``: this repository's model, or its data."""
+        return self.model_spec if kind == self.model_spec.kind else DATA
+
+    def versions(self, spec: ArtifactSpec, *, fetch: bool = True) -> list[VersionInfo]:
+        """Every version of ``spec``, oldest first by number, read from tags alone."""
         if fetch:
             self.fetch_tags_quietly()
-        pattern = "data/" if kind == "data" else "v*"
         found: list[tuple[Version, VersionInfo]] = []
-        for record in self.git.tags(pattern):
-            number = version_from_tag(record.name, kind)
+        for record in self.git.tags(spec.tag_pattern):
+            number = spec.version_of(record.name)
             if number is None:
                 continue
             info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-            if info is None or info.kind != kind:
+            if info is None or info.kind != spec.kind:
                 try:
-                    info = self.info_from_commit(kind, record.commit, tag=record.name)
+                    info = self.info_from_commit(spec, record.commit, tag=record.name)
                 except PointerError as e:
                     # A tag cpv did not write, on a broken commit: list the others.
                     self.skipped[record.name] = str(e)
@@ -537,19 +564,20 @@ class Repository:
             info.version = str(number)
             found.append((number, info))
         result = [info for _, info in sorted(found, key=lambda pair: pair[0])]
-        if kind == "model" and any((i.data_version or "").startswith("md5:") for i in result):
+        if spec.records_metrics and any((i.data_version or "").startswith("md5:")
+                                        for i in result):
             # Lineage recorded before its data was tagged: name the data by its tag now.
-            data_tags = {i.md5: i.tag for i in self.versions("data", fetch=False)}
+            data_tags = {i.md5: i.tag for i in self.versions(DATA, fetch=False)}
             for info in result:
                 if info.data_version and info.data_version.startswith("md5:"):
                     info.data_version = data_tags.get(info.data_version[4:], info.data_version)
         return result
 
-    def version_numbers(self, kind: Kind) -> list[Version]:
-        return [parse_version(info.version, kind="model") for info in self.versions(
-            kind, fetch=False) if info.version]
+    def version_numbers(self, spec: ArtifactSpec) -> list[Version]:
+        return [spec.parse(info.version) for info in self.versions(spec, fetch=False)
+                if info.version]
 
-    def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
+    def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version`` (HEAD when None).
 
         Raises:
@@ -557,40 +585,41 @@ class Repository:
         """
         if version is None:
             head = self.head_or_raise()
-            info = self.info_from_commit(kind, head, tag=None)
+            info = self.info_from_commit(spec, head, tag=None)
             if info is None:
-                raise VersionNotFoundError("HEAD", known=None, kind=kind)
+                raise VersionNotFoundError("HEAD", known=None, kind=spec.kind)
             return head, info
-        number = parse_version(version, kind=kind)
-        tag = number.tag(kind)
+        number = spec.parse(version)
+        tag = spec.tag(number)
         for attempt in range(2):
-            for info in self.versions(kind, fetch=attempt == 1):
+            for info in self.versions(spec, fetch=attempt == 1):
                 if info.tag == tag and info.commit:
                     return info.commit, info
         commit = self.git.rev_parse(f"refs/tags/{tag}")
         if commit is not None:
             # The tag exists but was skipped from the listing: say why (a broken pointer).
-            found = self.info_from_commit(kind, commit, tag=tag)
+            found = self.info_from_commit(spec, commit, tag=tag)
             if found is not None:
                 found.version = str(number)
                 return commit, found
-        raise VersionNotFoundError(str(number), kind=kind,
-                                   known=[str(i.version) for i in self.versions(kind, fetch=False)])
+        raise VersionNotFoundError(str(number), kind=spec.kind,
+                                   known=[str(i.version) for i in self.versions(spec, fetch=False)])
 
-    def info_from_commit(self, kind: Kind, commit: str, *, tag: str | None) -> VersionInfo | None:
+    def info_from_commit(self, spec: ArtifactSpec, commit: str, *,
+                         tag: str | None) -> VersionInfo | None:
         """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag)."""
-        path = DATA_PATH if kind == "data" else MODEL_PATH
-        pointer = self.pointer_at(commit, path)
+        pointer = self.pointer_at(commit, spec.path)
         if pointer is None:
             return None
         date, author, subject = self.git.out(
             "log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit).split("\0", 2)
+        model = spec.records_metrics
         return VersionInfo(
-            kind=kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
-            size_bytes=pointer.size, metrics=self.metrics_at(commit) if kind == "model" else {},
+            kind=spec.kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
+            size_bytes=pointer.size, metrics=self.metrics_at(commit) if model else {},
             created_at=date, author=author, message=subject, cpv_version=__version__,
             commit=commit, team=self.team, model=self.model, file_count=pointer.nfiles,
-            data_version=self.data_version_at(commit) if kind == "model" else None,
+            data_version=self.data_version_at(commit) if model else None,
         )
 
     def data_version_at(self, commit: str) -> str | None:
@@ -598,7 +627,7 @@ class Repository:
         pointer = self.pointer_at(commit, DATA_PATH)
         if pointer is None:
             return None
-        for info in reversed(self.versions("data", fetch=False)):
+        for info in reversed(self.versions(DATA, fetch=False)):
             if info.md5 == pointer.md5:
                 return info.tag
         return f"md5:{pointer.md5}"
