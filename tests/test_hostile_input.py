@@ -16,7 +16,6 @@ import pytest
 from helpers import ModelRepo, assert_one_error_line, md5_of, run_cpv
 
 from cp_manage import (
-    ArtifactNotFoundError,
     ConfigError,
     CPVConfig,
     CPVError,
