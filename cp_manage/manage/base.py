@@ -35,7 +35,7 @@ from cp_manage.manage.compare import (
 )
 from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
-from cp_manage.manage.handlers import Handler, ObjectSource, upload_objects
+from cp_manage.manage.handlers import ObjectSource, upload_objects
 from cp_manage.manage.repository import InitResult, Repository, is_lost_race, utc_now
 from cp_manage.manage.workspace import (
     Restore,
@@ -107,10 +107,6 @@ class CheckpointManager:
     def spec(self) -> ArtifactSpec:
         """The artifact this manager versions (the model's is chosen at init)."""
         return self.repo.spec(self.kind)
-
-    def handler(self) -> Handler:
-        """How this manager's artifact is hashed, stored and brought back."""
-        return handler_for(self.spec)
 
     def _init(self, *, git_url: str | None = None, storage_url: str | None = None,
               force: bool = False, artifact: str | None = None) -> InitResult:

@@ -82,9 +82,10 @@ def scan_dataset(root: Path, *, noun: str = "Dataset") -> list[DatasetFile]:
             a name that is not valid UTF-8.
     """
     if not root.exists():
-        raise ArtifactNotFoundError(f"{noun} folder {root} does not exist",
-                                    hint="Pass the folder holding the dataset (e.g. with train/, "
-                                    "validation/, test/).")
+        raise ArtifactNotFoundError(f"{noun} folder {root} does not exist", hint=(
+            "Pass the folder holding the dataset (e.g. with train/, validation/, test/)."
+            if noun == "Dataset" else "Save the checkpoint there first (e.g. "
+            "model.save_pretrained(path)), or pass the folder to upload."))
     if not root.is_dir():
         raise ArtifactNotFoundError(f"{root} is not a folder",
                                     hint="A dataset is a folder; put the file in one.")

@@ -141,6 +141,14 @@ def test_download_lays_the_tree_in_the_folder_whole_or_in_part(
         manager.download_model_checkpoint(tag, output_dir=tmp_path / "none",
                                           include=["*.bin"])
     assert not (tmp_path / "none").exists()
+    # On a machine without a clone: the artifact comes from the tag's own .cpv.json.
+    detached = ModelsCheckpointsManage(team_name="AI-Convo", model_name="bert-large",
+                                       repo_path=tmp_path / "no-clone-here")
+    fetched = detached.download_model_checkpoint(tag, output_dir=tmp_path / "detached",
+                                                 exclude=["*.safetensors"])
+    assert fetched.model_path == tmp_path / "detached"
+    assert "config.json" in files_under(fetched.model_path)
+    assert not any(name.endswith(".safetensors") for name in files_under(fetched.model_path))
 
 
 def test_revert_makes_the_folder_exactly_that_version(folder_repo: ModelRepo,
