@@ -40,10 +40,18 @@ from cp_manage.manage.repository import (
     last_metrics,
     utc_now,
 )
-from cp_manage.versions import Kind, next_version, parse_version, validate_name
+from cp_manage.versions import Kind, Version, next_version, parse_version, validate_name
 
 logger = logging.getLogger("cp_manage")
 logger.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """What a tag did. ``created`` is False when HEAD already was version ``tag``."""
+
+    tag: str
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -81,8 +89,7 @@ class CheckpointManager:
         self.config = config or CPVConfig()
         self.progress = progress
         self._repo: Repository | None = None
-        if verbose:
-            logger.setLevel(logging.INFO)
+        enable_verbose(verbose)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -117,7 +124,7 @@ class CheckpointManager:
 
     def upload(self, source: str | os.PathLike[str] | None = None, *,
                metrics: dict[str, Any] | None = None, message: str | None = None,
-               progress: Progress | None = None) -> UploadResult:
+               progress: Progress | None = None, verbose: bool = False) -> UploadResult:
         """Store the artifact, then commit its pointer (and metrics) and push.
 
         Order is what makes it safe: hash into the local cache, push the blobs to storage,
@@ -125,9 +132,11 @@ class CheckpointManager:
         artifact and the metrics are both unchanged there is no new commit.
 
         Args:
-            source: the artifact in the working tree (default: the repository's own path).
+            source: the artifact in the working tree (default: the repository's own path); a
+                relative path is taken from the caller's current directory.
             metrics: a JSON object of finite values describing this artifact.
-            message: the commit message.
+            message: the commit message; the version tagged from this upload carries it.
+            verbose: log what happens at INFO level.
 
         Returns:
             An UploadResult; ``.commit`` is HEAD afterwards.
@@ -135,11 +144,13 @@ class CheckpointManager:
         Raises:
             ArtifactNotFoundError, PointerError, StorageError, RemoteError, CPVError.
         """
+        enable_verbose(verbose)
+        given = caller_path(source) if source else None
         repo, handler = self.repo, self._handler()
         checked_metrics = check_metrics(metrics) if metrics is not None else None
         progress = progress or self.progress
         with repo.locked():
-            path = handler.check_source(repo, Path(source) if source else Path(handler.path))
+            path = handler.check_source(repo, given or repo.root / handler.path)
             pointer = handler.stage(repo, path, progress=progress)
             missing = repo.missing_in_storage(handler.objects(repo, pointer))
             uploaded = upload_objects(repo, missing, progress=progress)
@@ -188,19 +199,28 @@ class CheckpointManager:
     # -- tag -----------------------------------------------------------------------------------
 
     def tag(self, version: str | None = None, *, major: bool = False,
-            message: str | None = None) -> str:
+            message: str | None = None, verbose: bool = False) -> TagResult:
         """Give HEAD's artifact a version and push the tag with its commit.
 
+        Tagging is idempotent: when HEAD already carries a version (a training script run
+        twice), that version is returned and nothing is pushed; a version an interrupted run
+        left unpushed is pushed now.
+
         Args:
-            version: an explicit, unused ``vX.Y``; None for the next minor (or, with ``major``,
-                the next major) version.
+            version: an explicit, unused ``vX.Y`` (or HEAD's own version); None for the next
+                minor (or, with ``major``, the next major) version, or HEAD's version.
+            message: the tag's message; without one, the version keeps the upload's message.
+            verbose: log what happens at INFO level.
 
         Returns:
-            The tag name.
+            A TagResult; ``.created`` is False when HEAD already was that version.
 
         Raises:
-            InvalidVersionError, VersionExistsError, NothingToDoError, StorageError, RemoteError.
+            InvalidVersionError, VersionExistsError, StorageError, RemoteError.
+            NothingToDoError: nothing uploaded yet, or HEAD is already another version than
+                the explicit one.
         """
+        enable_verbose(verbose)
         repo = self.repo
         explicit = parse_version(version, kind=self.kind) if version is not None else None
         with repo.locked():
@@ -210,15 +230,15 @@ class CheckpointManager:
             info = self._version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
             repo.push_head_if_needed()
-            finished: list[str] = []
+            found: list[TagResult] = []
 
             def propose() -> dict[str, str] | None:
                 existing = repo.versions(self.kind, fetch=False)
-                done = self._finish_interrupted_tag(head, existing)
+                done = self._version_on_head(head, existing, explicit) or \
+                    self._existing_version(info, existing, explicit)
                 if done:
-                    finished.append(done)
+                    found.append(done)
                     return None
-                self._check_new_version(info, existing)
                 numbers = [parse_version(i.version, kind="model") for i in existing
                            if i.version]
                 number = explicit or next_version(numbers, major=major)
@@ -226,7 +246,8 @@ class CheckpointManager:
                 if number in numbers:
                     raise VersionExistsError(name)
                 info.version, info.tag = str(number), name
-                info.message = message or f"{self.kind.capitalize()} {number}"
+                # Without a tag message the version keeps what the upload said about itself.
+                info.message = message or info.message
                 return {name: info.tag_message()}
 
             try:
@@ -236,24 +257,38 @@ class CheckpointManager:
                     raise VersionExistsError(explicit.tag(self.kind)) from e
                 raise
             if pushed is None:
-                return finished[0]
+                return found[0]
             logger.info("Tagged %s as %s", head[:10], info.tag)
-            return str(info.tag)
+            return TagResult(str(info.tag), created=True)
 
-    def _finish_interrupted_tag(self, head: str, existing: list[VersionInfo]) -> str | None:
-        """When HEAD already carries a version: push it if an earlier run died before doing
-        so and return it; refuse to give the same commit a second version."""
+    def _version_on_head(self, head: str, existing: list[VersionInfo],
+                         explicit: Version | None) -> TagResult | None:
+        """HEAD's version, when it already carries one (None when it does not).
+
+        A version on the remote is returned as it is; one that an interrupted run left
+        unpushed is pushed now. A commit never gets a second version: an explicit version
+        other than HEAD's is refused (an unpushed leftover is not a version: it is dropped).
+        """
         repo = self.repo
         on_head = [i.tag for i in existing if i.commit == head and i.tag]
         if not on_head:
             return None
+        wanted = explicit.tag(self.kind) if explicit is not None else None
         remote = repo.remote_tags()
-        for name in on_head:
-            if name in remote:
+        pushed = [name for name in on_head if name in remote]
+        if pushed:
+            name = wanted if wanted in pushed else pushed[-1]
+            if wanted is not None and wanted != name:
                 raise NothingToDoError(
-                    f"HEAD is already {name}",
-                    hint=f"Upload a new {self.kind} checkpoint before tagging again.")
-        name = on_head[-1]
+                    f"HEAD is already {name}, so it cannot also be {wanted}",
+                    hint=f"Upload a new {self.kind} checkpoint before tagging again, or omit "
+                    "the version.")
+            logger.info("HEAD is already %s; nothing to tag", name)
+            return TagResult(name, created=False)
+        name = wanted if wanted in on_head else on_head[-1]
+        if wanted is not None and wanted != name:
+            repo.git.delete_tags(*on_head)
+            return None
         try:
             repo.git.push(f"refs/tags/{name}")
         except CPVError as e:
@@ -262,11 +297,13 @@ class CheckpointManager:
             repo.git.delete_tags(name)  # someone else took that name meanwhile
             return None
         logger.info("Pushed %s, left unpushed by an interrupted run", name)
-        return name
+        return TagResult(name, created=True)
 
-    def _check_new_version(self, info: VersionInfo, existing: list[VersionInfo]) -> None:
-        """Refuse a version that would add nothing (the data manager refuses a dataset that
-        is already a version)."""
+    def _existing_version(self, info: VersionInfo, existing: list[VersionInfo],
+                          explicit: Version | None) -> TagResult | None:
+        """A version that already holds HEAD's artifact on another commit, when tagging again
+        would add nothing (the data manager's rule: a dataset is versioned once)."""
+        return None
 
     def _version_info_for(self, commit: str) -> VersionInfo:
         """Metadata for a new tag on ``commit``, checking its blobs are in storage."""
@@ -290,19 +327,22 @@ class CheckpointManager:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def list_versions(self) -> list[VersionInfo]:
+    def list_versions(self, *, verbose: bool = False) -> list[VersionInfo]:
         """Every version, oldest first, with metadata, from git alone."""
+        enable_verbose(verbose)
         versions = self.repo.versions(self.kind)
         for tag, why in self.repo.skipped.items():
             logger.warning("Skipping %s: %s", tag, why)
         return versions
 
-    def metadata(self, version: str | None = None) -> VersionInfo:
+    def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
         """The metadata of ``version`` (HEAD when None), from git alone."""
+        enable_verbose(verbose)
         return self.repo.resolve(self.kind, version)[1]
 
-    def diff(self, old: str, new: str) -> dict[str, Any]:
+    def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
         """Metrics of two versions side by side: ``{metric: {old, new, delta}}`` plus sizes."""
+        enable_verbose(verbose)
         a, b = self.metadata(old), self.metadata(new)
         rows: dict[str, dict[str, Any]] = {}
         for key in sorted(set(a.metrics) | set(b.metrics)):
@@ -316,13 +356,19 @@ class CheckpointManager:
 
     def download(self, version: str | None = None, *,
                  output_dir: str | os.PathLike[str] | None = None,
-                 progress: Progress | None = None) -> tuple[Path, VersionInfo]:
+                 progress: Progress | None = None, verbose: bool = False
+                 ) -> tuple[Path, VersionInfo]:
         """Write ``version`` (HEAD when None) into ``output_dir``; HEAD and the working tree
         are never touched. The md5 of every file is checked before it appears.
+
+        ``output_dir`` (default: under ``$CPV_HOME/downloads``) is relative to the caller's
+        current directory.
 
         Returns:
             The path written and the version's metadata.
         """
+        enable_verbose(verbose)
+        given = caller_path(output_dir) if output_dir is not None else None
         handler = self._handler()
         source: ObjectSource
         try:
@@ -340,9 +386,8 @@ class CheckpointManager:
             found = repo.pointer_at(commit, handler.path)
             assert found is not None
             pointer, source, team, model, root = found, repo, repo.team, repo.model, repo.root
-        out = Path(output_dir) if output_dir is not None else (
+        out = given if given is not None else (
             self.config.home / "downloads" / team / model / (info.version or commit[:12]))
-        out = out.expanduser().absolute()
         # A file lands inside the folder (DIR/model.bin); a dataset *is* the folder (DIR/train/).
         target = out if pointer.is_dir else out / pointer.path
         if root is not None and os.path.abspath(target) == str(root / handler.path):
@@ -366,7 +411,7 @@ class CheckpointManager:
         return target, info
 
     def revert(self, version: str, *, force: bool = False,
-               progress: Progress | None = None) -> str | None:
+               progress: Progress | None = None, verbose: bool = False) -> str | None:
         """Bring ``version``'s artifact back into the working tree as a new commit, pushed.
 
         Refuses, changing nothing, while the working-tree artifact has changes that were never
@@ -378,6 +423,7 @@ class CheckpointManager:
         Raises:
             UnsavedChangesError, VersionNotFoundError, InvalidVersionError, StorageError.
         """
+        enable_verbose(verbose)
         if version is None:
             raise CPVError("revert needs a version", hint=f"Run 'cpv {self.kind} list'.")
         repo = self.repo
@@ -530,6 +576,23 @@ def _remove(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
+
+
+def caller_path(path: str | os.PathLike[str]) -> Path:
+    """A path the caller gave, made absolute against the caller's current directory.
+
+    Every public method resolves its path arguments with this once, on entry: a relative path
+    means what it means in the caller's shell, never something inside the repository.
+    """
+    return Path(path).expanduser().absolute()
+
+
+def enable_verbose(verbose: bool) -> None:
+    """``verbose=True``: let the ``cp_manage`` logger pass INFO records on to the handlers the
+    application configured (the library itself never prints). A lower level set by the
+    application (DEBUG) is kept."""
+    if verbose and not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
 
 
 def _is_number(value: object) -> TypeGuard[float]:

@@ -36,7 +36,7 @@ from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file
-from cp_manage.manage.handlers import ObjectSource, fetch_object, run_parallel
+from cp_manage.manage.handlers import ObjectSource, fetch_object, run_parallel, same_path
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -292,12 +292,14 @@ class DirHandler:
     def check_source(self, repo: Repository, source: Path) -> Path:
         """The workspace folder to upload: the repository's ``data/``, a real folder with files.
 
+        Args:
+            source: an absolute path (the caller's relative path is resolved before).
+
         Raises:
             ArtifactNotFoundError, InvalidDatasetError: with what to do instead.
         """
         expected = repo.root / self.path
-        source = source if source.is_absolute() else repo.root / source
-        if os.path.abspath(source) != str(expected):
+        if not same_path(source, expected):
             raise ArtifactNotFoundError(
                 f"{source} is not this repository's dataset folder",
                 hint=f"Import it first (import_data_init, which copies it to {expected}).")

@@ -150,6 +150,16 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
             tmp.unlink()
 
 
+def same_path(path: Path, other: Path) -> bool:
+    """Whether two absolute paths name the same entry: their folders may be reached through
+    symbolic links or ``..``, the entry itself is compared by name (it is never followed)."""
+    def canonical(p: Path) -> Path:
+        p = Path(os.path.normpath(p))
+        return Path(os.path.realpath(p.parent)) / p.name
+
+    return canonical(path) == canonical(other)
+
+
 class FileHandler:
     """A single-file artifact such as ``model.bin``."""
 
@@ -160,15 +170,17 @@ class FileHandler:
         """The workspace file to upload: must exist, be a regular file inside the repository
         and be the repository's tracked artifact (not a symlink out of it).
 
+        Args:
+            source: an absolute path (the caller's relative path is resolved before).
+
         Raises:
             ArtifactNotFoundError: with what to do instead.
         """
         expected = repo.root / self.path
-        source = source if source.is_absolute() else repo.root / source
         if source.is_symlink():
             raise ArtifactNotFoundError(
                 f"{source} is a symbolic link", hint=f"Copy the checkpoint itself to {expected}.")
-        if os.path.abspath(source) != str(expected):
+        if not same_path(source, expected):
             raise ArtifactNotFoundError(
                 f"{source} is not this repository's model file",
                 hint=f"Write or copy the checkpoint to {expected}, then upload it.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from cp_manage.artifacts import ModelArtifacts
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import CheckpointManager
+from cp_manage.manage.base import CheckpointManager, caller_path, enable_verbose
 from cp_manage.manage.handlers import FileHandler, Handler
 from cp_manage.manage.repository import MODEL_PATH, InitResult
 
@@ -29,18 +29,22 @@ class ModelsCheckpointsManage(CheckpointManager):
         return FileHandler(MODEL_PATH)
 
     def import_model_init(self, data_path: str | os.PathLike[str] | None = None,
-                          force: bool = False, *, git_url: str | None = None,
-                          storage_url: str | None = None) -> InitResult:
+                          force: bool = False, verbose: bool = False, *,
+                          git_url: str | None = None, storage_url: str | None = None
+                          ) -> InitResult:
         """Create the repository (seed layout, git + DVC, both remotes), push its first commit.
 
-        Running it again changes nothing. With ``data_path``, that dataset is imported too.
+        Running it again changes nothing. With ``data_path`` (relative to the caller's current
+        directory), that dataset is imported too.
         """
+        enable_verbose(verbose)
+        dataset = caller_path(data_path) if data_path is not None else None
         result = self._init(git_url=git_url, storage_url=storage_url, force=force)
-        if data_path is not None:
+        if dataset is not None:
             from cp_manage.manage.data import DataCheckpointsManage
 
             data = DataCheckpointsManage(repo_path=self.repo_path, config=self.config)
-            data.import_data_init(data_path)
+            data.import_data_init(dataset)
         return result
 
     init = import_model_init
@@ -49,22 +53,28 @@ class ModelsCheckpointsManage(CheckpointManager):
                                 metrics: dict[str, Any] | None = None,
                                 message: str | None = None, verbose: bool = False, *,
                                 progress: Progress | None = None) -> str:
-        """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards."""
-        return self.upload(model_path, metrics=metrics, message=message,
-                           progress=progress).commit
+        """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards.
+
+        ``model_path`` (relative to the caller's current directory) must be the repository's
+        model file; ``message`` stays with the version tagged from this upload."""
+        return self.upload(model_path, metrics=metrics, message=message, progress=progress,
+                           verbose=verbose).commit
 
     upload_checkpoint = upload_model_checkpoint
 
     def tag_model_checkpoint(self, version_tag: str | None = None, message: str | None = None,
-                             *, major: bool = False) -> str:
-        """Tag HEAD's checkpoint (next minor version, or ``major``, or ``version_tag``)."""
-        return self.tag(version_tag, major=major, message=message)
+                             verbose: bool = False, *, major: bool = False) -> str:
+        """Tag HEAD's checkpoint (next minor version, or ``major``, or ``version_tag``).
+
+        When HEAD already is a version (the script ran twice), that version is returned and
+        nothing is tagged."""
+        return self.tag(version_tag, major=major, message=message, verbose=verbose).tag
 
     tag_checkpoint = tag_model_checkpoint
 
-    def read_model_checkpoint_tag(self) -> list[str]:
+    def read_model_checkpoint_tag(self, verbose: bool = False) -> list[str]:
         """Model versions, oldest first."""
-        return [str(info.version) for info in self.list_versions()]
+        return [str(info.version) for info in self.list_versions(verbose=verbose)]
 
     read_checkpoint_tag = read_model_checkpoint_tag
 
@@ -73,22 +83,25 @@ class ModelsCheckpointsManage(CheckpointManager):
                                   verbose: bool = False, *,
                                   progress: Progress | None = None) -> ModelArtifacts:
         """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked."""
-        path, info = self.download(tag, output_dir=output_dir, progress=progress)
+        path, info = self.download(tag, output_dir=output_dir, progress=progress,
+                                   verbose=verbose)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
 
     download_checkpoint = download_model_checkpoint
 
-    def revert_model_checkpoint(self, tag: str, force: bool = False) -> str | None:
+    def revert_model_checkpoint(self, tag: str, force: bool = False,
+                                verbose: bool = False) -> str | None:
         """Bring ``tag``'s checkpoint back as a new commit; None when HEAD already has it."""
-        return self.revert(tag, force=force)
+        return self.revert(tag, force=force, verbose=verbose)
 
     revert_checkpoint = revert_model_checkpoint
 
-    def get_model_metadata(self, tag: str | None = None) -> dict[str, Any]:
+    def get_model_metadata(self, tag: str | None = None, verbose: bool = False
+                           ) -> dict[str, Any]:
         """Metadata of ``tag`` (HEAD when None), from git alone."""
-        return self.metadata(tag).to_dict()
+        return self.metadata(tag, verbose=verbose).to_dict()
 
     get_metadata = get_model_metadata
 

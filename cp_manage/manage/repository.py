@@ -550,13 +550,17 @@ class Repository:
             kind, fetch=False) if info.version]
 
     def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
-        """The commit and metadata of ``version`` (HEAD when None).
+        """The commit and metadata of ``version`` (HEAD when None: HEAD's version, exactly as
+        by its name, when HEAD carries one).
 
         Raises:
             InvalidVersionError, VersionNotFoundError, NothingToDoError.
         """
         if version is None:
             head = self.head_or_raise()
+            on_head = [i for i in self.versions(kind, fetch=False) if i.commit == head]
+            if on_head:
+                return head, on_head[-1]
             info = self.info_from_commit(kind, head, tag=None)
             if info is None:
                 raise VersionNotFoundError("HEAD", known=None, kind=kind)
@@ -578,13 +582,20 @@ class Repository:
                                    known=[str(i.version) for i in self.versions(kind, fetch=False)])
 
     def info_from_commit(self, kind: Kind, commit: str, *, tag: str | None) -> VersionInfo | None:
-        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag)."""
+        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag).
+
+        Date, author and message are those of the upload: the last commit up to ``commit``
+        that changed the artifact (or, for a model, its metrics).
+        """
         path = DATA_PATH if kind == "data" else MODEL_PATH
         pointer = self.pointer_at(commit, path)
         if pointer is None:
             return None
-        date, author, subject = self.git.out(
-            "log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit).split("\0", 2)
+        changed = [f"{path}.dvc", METRICS_FILE] if kind == "model" else [f"{path}.dvc"]
+        log = ["log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit]
+        # A shallow history may not reach the upload: then the commit itself speaks for it.
+        upload = self.git.out(*log, "--", *changed) or self.git.out(*log)
+        date, author, subject = upload.split("\0", 2)
         return VersionInfo(
             kind=kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
             size_bytes=pointer.size, metrics=self.metrics_at(commit) if kind == "model" else {},
