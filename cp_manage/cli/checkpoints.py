@@ -131,8 +131,12 @@ def make_group(kind: str) -> click.Group:
     def tag(version: str | None, major: bool, message: str | None, repo: str | None) -> None:
         if version is not None and major:
             raise click.UsageError("Give either VERSION or --major, not both.")
-        name = _manager(kind, repo).tag(version, major=major, message=message)
-        output.success(f"Tagged {name}")
+        result = _manager(kind, repo).tag(version, major=major, message=message)
+        if result.created:
+            output.success(f"Tagged {result.tag}")
+        else:
+            what = "HEAD" if kind == "model" else "HEAD's dataset"
+            output.info(f"{what} is already {result.tag}; nothing to tag.")
 
     @group.command(name="list", help="Versions, oldest first, with their " + (
         "metrics." if kind == "model" else "file and sample counts."))

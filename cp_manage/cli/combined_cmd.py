@@ -42,9 +42,12 @@ def tag(version: str | None, major: bool, message: str | None, data_message: str
         repo: str | None) -> None:
     if version is not None and major:
         raise click.UsageError("Give either VERSION or --major, not both.")
-    model_tag, data_tag = _manager(repo).tag_model_and_data(
-        version, message, data_message, major=major)
-    output.success(f"Tagged {model_tag} and {data_tag}")
+    result = _manager(repo).tag(version, major=major, model_message=message,
+                                data_message=data_message)
+    if result.created:
+        output.success(f"Tagged {result.model_tag} and {result.data_tag}")
+    else:
+        output.info(f"HEAD is already {result.model_tag} and {result.data_tag}; nothing to tag.")
 
 
 @combined.command(help="Bring back VERSION's model and its data in one new commit.")

@@ -35,7 +35,7 @@ from cp_manage.manage.compare import (
 )
 from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
-from cp_manage.manage.handlers import ObjectSource, upload_objects
+from cp_manage.manage.handlers import ObjectSource, same_path, upload_objects
 from cp_manage.manage.repository import InitResult, Repository, is_lost_race, utc_now
 from cp_manage.manage.workspace import (
     Restore,
@@ -45,10 +45,18 @@ from cp_manage.manage.workspace import (
     restore_and_commit,
 )
 from cp_manage.spec import ArtifactSpec
-from cp_manage.versions import Kind, next_version, validate_name
+from cp_manage.versions import Kind, Version, next_version, validate_name
 
 logger = logging.getLogger("cp_manage")
 logger.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """What a tag did. ``created`` is False when HEAD already was version ``tag``."""
+
+    tag: str
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,7 @@ class CheckpointManager:
         self.config = config or CPVConfig()
         self.progress = progress
         self._repo: Repository | None = None
-        if verbose:
-            logger.setLevel(logging.INFO)
+        enable_verbose(verbose)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -128,7 +135,8 @@ class CheckpointManager:
 
     def upload(self, source: str | os.PathLike[str] | None = None, *,
                metrics: dict[str, Any] | None = None, message: str | None = None,
-               progress: Progress | None = None, force: bool = False) -> UploadResult:
+               progress: Progress | None = None, force: bool = False,
+               verbose: bool = False) -> UploadResult:
         """Store the artifact, then commit its pointer (and metrics) and push.
 
         Order is what makes it safe: hash into the local cache, push the blobs to storage,
@@ -143,8 +151,9 @@ class CheckpointManager:
             source: a file or folder anywhere (relative to the current directory); default the
                 workspace artifact (``model.bin``, ``checkpoint/``, ``data/``).
             metrics: a JSON object of finite values describing this artifact.
-            message: the commit message.
+            message: the commit message; the version tagged from this upload carries it.
             force: replace a workspace artifact whose changes were never uploaded.
+            verbose: log what happens at INFO level.
 
         Returns:
             An UploadResult; ``.commit`` is HEAD afterwards.
@@ -153,16 +162,17 @@ class CheckpointManager:
             ArtifactNotFoundError (also for a source of the wrong kind), InvalidDatasetError,
             UnsavedChangesError, PointerError, StorageError, RemoteError, CPVError.
         """
+        enable_verbose(verbose)
+        given = caller_path(source) if source else None
         repo, spec = self.repo, self.spec
         handler = handler_for(spec)
         checked_metrics = check_metrics(metrics) if metrics is not None else None
         progress = progress or self.progress
         workspace = repo.root / spec.path
-        path = Path(source).expanduser().absolute() if source is not None else workspace
         with repo.locked():
-            path = handler.check_source(repo, path)
+            path = handler.check_source(repo, given or workspace)
             state = None
-            if os.path.abspath(path) != str(workspace):
+            if not same_path(path, workspace):
                 state = check_workspace(repo, spec, force=force, refusal_hint=(
                     f"Upload them first ('cpv {self.kind} upload' without a path), or pass "
                     "--force to replace them (API: force=True)."))
@@ -192,19 +202,28 @@ class CheckpointManager:
     # -- tag -----------------------------------------------------------------------------------
 
     def tag(self, version: str | None = None, *, major: bool = False,
-            message: str | None = None) -> str:
+            message: str | None = None, verbose: bool = False) -> TagResult:
         """Give HEAD's artifact a version and push the tag with its commit.
 
+        Tagging is idempotent: when HEAD already carries a version (a training script run
+        twice), that version is returned and nothing is pushed; a version an interrupted run
+        left unpushed is pushed now.
+
         Args:
-            version: an explicit, unused ``vX.Y``; None for the next minor (or, with ``major``,
-                the next major) version.
+            version: an explicit, unused ``vX.Y`` (or HEAD's own version); None for the next
+                minor (or, with ``major``, the next major) version, or HEAD's version.
+            message: the tag's message; without one, the version keeps the upload's message.
+            verbose: log what happens at INFO level.
 
         Returns:
-            The tag name.
+            A TagResult; ``.created`` is False when HEAD already was that version.
 
         Raises:
-            InvalidVersionError, VersionExistsError, NothingToDoError, StorageError, RemoteError.
+            InvalidVersionError, VersionExistsError, StorageError, RemoteError.
+            NothingToDoError: nothing uploaded yet, or HEAD is already another version than
+                the explicit one.
         """
+        enable_verbose(verbose)
         repo, spec = self.repo, self.spec
         explicit = spec.parse(version) if version is not None else None
         with repo.locked():
@@ -214,22 +233,23 @@ class CheckpointManager:
             info = self.version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
             repo.push_head_if_needed()
-            finished: list[str] = []
+            found: list[TagResult] = []
 
             def propose() -> dict[str, str] | None:
                 existing = repo.versions(spec, fetch=False)
-                done = self._finish_interrupted_tag(head, existing)
+                done = self._version_on_head(head, existing, explicit) or \
+                    self._existing_version(info, existing, explicit)
                 if done:
-                    finished.append(done)
+                    found.append(done)
                     return None
-                self._check_new_version(info, existing)
                 numbers = [spec.parse(i.version) for i in existing if i.version]
                 number = explicit or next_version(numbers, major=major)
                 name = spec.tag(number)
                 if number in numbers:
                     raise VersionExistsError(name)
                 info.version, info.tag = str(number), name
-                info.message = message or f"{self.kind.capitalize()} {number}"
+                # Without a tag message the version keeps what the upload said about itself.
+                info.message = message or info.message
                 return {name: info.tag_message()}
 
             try:
@@ -239,24 +259,38 @@ class CheckpointManager:
                     raise VersionExistsError(spec.tag(explicit)) from e
                 raise
             if pushed is None:
-                return finished[0]
+                return found[0]
             logger.info("Tagged %s as %s", head[:10], info.tag)
-            return str(info.tag)
+            return TagResult(str(info.tag), created=True)
 
-    def _finish_interrupted_tag(self, head: str, existing: list[VersionInfo]) -> str | None:
-        """When HEAD already carries a version: push it if an earlier run died before doing
-        so and return it; refuse to give the same commit a second version."""
+    def _version_on_head(self, head: str, existing: list[VersionInfo],
+                         explicit: Version | None) -> TagResult | None:
+        """HEAD's version, when it already carries one (None when it does not).
+
+        A version on the remote is returned as it is; one that an interrupted run left
+        unpushed is pushed now. A commit never gets a second version: an explicit version
+        other than HEAD's is refused (an unpushed leftover is not a version: it is dropped).
+        """
         repo = self.repo
         on_head = [i.tag for i in existing if i.commit == head and i.tag]
         if not on_head:
             return None
+        wanted = self.spec.tag(explicit) if explicit is not None else None
         remote = repo.remote_tags()
-        for name in on_head:
-            if name in remote:
+        pushed = [name for name in on_head if name in remote]
+        if pushed:
+            name = wanted if wanted in pushed else pushed[-1]
+            if wanted is not None and wanted != name:
                 raise NothingToDoError(
-                    f"HEAD is already {name}",
-                    hint=f"Upload a new {self.kind} checkpoint before tagging again.")
-        name = on_head[-1]
+                    f"HEAD is already {name}, so it cannot also be {wanted}",
+                    hint=f"Upload a new {self.kind} checkpoint before tagging again, or omit "
+                    "the version.")
+            logger.info("HEAD is already %s; nothing to tag", name)
+            return TagResult(name, created=False)
+        name = wanted if wanted in on_head else on_head[-1]
+        if wanted is not None and wanted != name:
+            repo.git.delete_tags(*on_head)
+            return None
         try:
             repo.git.push(f"refs/tags/{name}")
         except CPVError as e:
@@ -265,11 +299,13 @@ class CheckpointManager:
             repo.git.delete_tags(name)  # someone else took that name meanwhile
             return None
         logger.info("Pushed %s, left unpushed by an interrupted run", name)
-        return name
+        return TagResult(name, created=True)
 
-    def _check_new_version(self, info: VersionInfo, existing: list[VersionInfo]) -> None:
-        """Refuse a version that would add nothing (the data manager refuses a dataset that
-        is already a version)."""
+    def _existing_version(self, info: VersionInfo, existing: list[VersionInfo],
+                          explicit: Version | None) -> TagResult | None:
+        """A version that already holds HEAD's artifact on another commit, when tagging again
+        would add nothing (the data manager's rule: a dataset is versioned once)."""
+        return None
 
     def version_info_for(self, commit: str) -> VersionInfo:
         """Metadata for a new tag on ``commit``, checking its blobs are in storage.
@@ -299,22 +335,25 @@ class CheckpointManager:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def list_versions(self) -> list[VersionInfo]:
+    def list_versions(self, *, verbose: bool = False) -> list[VersionInfo]:
         """Every version, oldest first, with metadata, from git alone."""
+        enable_verbose(verbose)
         versions = self.repo.versions(self.spec)
         for tag, why in self.repo.skipped.items():
             logger.warning("Skipping %s: %s", tag, why)
         return versions
 
-    def metadata(self, version: str | None = None) -> VersionInfo:
+    def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
         """The metadata of ``version`` (HEAD when None), from git alone."""
+        enable_verbose(verbose)
         return self.repo.resolve(self.spec, version)[1]
 
-    def diff(self, old: str, new: str) -> dict[str, Any]:
+    def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
         """Two versions side by side: metrics (``{metric: {old, new, delta}}``), sizes and, for
         a folder, the files added, removed and modified (``files``: their paths;
         ``file_changes``: one row per file with ``old_size`` and ``new_size`` in bytes). Both
         are None when the listings cannot be reached."""
+        enable_verbose(verbose)
         a, b = self.metadata(old), self.metadata(new)
         result: dict[str, Any] = {"old": a.to_dict(), "new": b.to_dict(),
                                   "metrics": metric_rows(a, b),
@@ -348,12 +387,14 @@ class CheckpointManager:
     def download(self, version: str | None = None, *,
                  output_dir: str | os.PathLike[str] | None = None,
                  progress: Progress | None = None, include: Sequence[str] | None = None,
-                 exclude: Sequence[str] | None = None) -> tuple[Path, VersionInfo]:
+                 exclude: Sequence[str] | None = None, verbose: bool = False
+                 ) -> tuple[Path, VersionInfo]:
         """Write ``version`` (HEAD when None) into ``output_dir``; HEAD and the working tree
         are never touched. The md5 of every file is checked before it appears.
 
         A file lands inside the folder (``DIR/model.bin``); a folder artifact *is* the folder
-        (``DIR/config.json``, ``DIR/train/...``), which must be new or empty.
+        (``DIR/config.json``, ``DIR/train/...``), which must be new or empty. ``output_dir``
+        (default: under ``$CPV_HOME/downloads``) is relative to the caller's current directory.
 
         Args:
             include: for a folder, fetch only the files matching one of these patterns.
@@ -367,6 +408,8 @@ class CheckpointManager:
             VersionNotFoundError, ArtifactNotFoundError (no file matches), IntegrityError,
             StorageError, CPVError.
         """
+        enable_verbose(verbose)
+        given = caller_path(output_dir) if output_dir is not None else None
         source: ObjectSource
         try:
             repo = self.repo
@@ -389,9 +432,8 @@ class CheckpointManager:
             raise CPVError(f"--include and --exclude pick files of a folder, and this "
                            f"repository's {self.kind} is the file {spec.name}",
                            hint="Download it without them.")
-        out = Path(output_dir) if output_dir is not None else (
+        out = given if given is not None else (
             self.config.home / "downloads" / team / model / (info.version or commit[:12]))
-        out = out.expanduser().absolute()
         target = out if spec.tree else out / pointer.path
         if root is not None and os.path.abspath(target) == str(root / spec.path):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
@@ -416,7 +458,7 @@ class CheckpointManager:
         return target, info
 
     def revert(self, version: str, *, force: bool = False,
-               progress: Progress | None = None) -> str | None:
+               progress: Progress | None = None, verbose: bool = False) -> str | None:
         """Bring ``version``'s artifact back into the working tree as a new commit, pushed.
 
         A folder becomes exactly that version: files the version lacks are removed. Refuses,
@@ -430,6 +472,7 @@ class CheckpointManager:
         Raises:
             UnsavedChangesError, VersionNotFoundError, InvalidVersionError, StorageError.
         """
+        enable_verbose(verbose)
         if version is None:
             raise CPVError("revert needs a version", hint=f"Run 'cpv {self.kind} list'.")
         repo = self.repo
@@ -459,3 +502,20 @@ class CheckpointManager:
         state = check_workspace(repo, spec, force=force, refusal_hint=(
             f"Upload them first ('cpv {self.kind} upload'), or pass --force to discard them."))
         return Restore(repo, spec, wanted, info.metrics, state)
+
+
+def caller_path(path: str | os.PathLike[str]) -> Path:
+    """A path the caller gave, made absolute against the caller's current directory.
+
+    Every public method resolves its path arguments with this once, on entry: a relative path
+    means what it means in the caller's shell, never something inside the repository.
+    """
+    return Path(path).expanduser().absolute()
+
+
+def enable_verbose(verbose: bool) -> None:
+    """``verbose=True``: let the ``cp_manage`` logger pass INFO records on to the handlers the
+    application configured (the library itself never prints). A lower level set by the
+    application (DEBUG) is kept."""
+    if verbose and not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from cp_manage.artifacts import VersionInfo
@@ -22,6 +23,7 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
+from cp_manage.manage.base import enable_verbose
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
 from cp_manage.manage.repository import Repository, is_lost_race
@@ -30,6 +32,15 @@ from cp_manage.spec import DATA
 from cp_manage.versions import Version, next_version
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What a combined tag did. ``created`` is False when HEAD already was that release."""
+
+    model_tag: str
+    data_tag: str
+    created: bool
 
 
 class CombinedCheckpointsManage:
@@ -62,24 +73,45 @@ class CombinedCheckpointsManage:
 
     def tag_model_and_data(self, version_tag: str | None = None,
                            model_message: str | None = None, data_message: str | None = None,
-                           *, major: bool = False) -> tuple[str, str]:
+                           verbose: bool = False, *, major: bool = False) -> tuple[str, str]:
         """Tag HEAD's model ``vX.Y`` and its data ``data/vX.Y`` in one atomic push.
 
-        The automatic version is the next one (minor, or with ``major`` the next major) above
-        the highest of both sequences, so it is free in both. HEAD must hold an uploaded model
-        and an uploaded dataset.
+        The seed's name for ``tag`` (see there): when HEAD already is a release, that release
+        is returned and nothing is pushed.
 
         Returns:
             ``(model_tag, data_tag)``, e.g. ``("v1.0", "data/v1.0")``.
 
         Raises:
-            VersionExistsError: ``version_tag`` is taken in either sequence.
+            VersionExistsError, NothingToDoError, RemoteError: as ``tag``.
+        """
+        result = self.tag(version_tag, major=major, model_message=model_message,
+                          data_message=data_message, verbose=verbose)
+        return result.model_tag, result.data_tag
+
+    def tag(self, version: str | None = None, *, major: bool = False,
+            model_message: str | None = None, data_message: str | None = None,
+            verbose: bool = False) -> ReleaseResult:
+        """Tag HEAD's model ``vX.Y`` and its data ``data/vX.Y`` in one atomic push.
+
+        The automatic version is the next one (minor, or with ``major`` the next major) above
+        the highest of both sequences, so it is free in both. HEAD must hold an uploaded model
+        and an uploaded dataset. When HEAD already is a release (a script run twice), that
+        release is returned and nothing is pushed. Without messages, each version keeps the
+        message of its upload.
+
+        Returns:
+            A ReleaseResult; ``.created`` is False when HEAD already was that release.
+
+        Raises:
+            VersionExistsError: ``version`` is taken in either sequence.
             NothingToDoError: HEAD lacks the model or the data, or its model is already a
-                version.
+                version (other than ``version``) without the data of the same number.
             RemoteError: the remote refused or could not be reached; neither tag exists.
         """
+        enable_verbose(verbose)
         repo = self.repo
-        explicit = DATA.parse(version_tag) if version_tag is not None else None
+        explicit = DATA.parse(version) if version is not None else None
         with repo.locked():
             head = repo.head_or_raise()
             branch = repo.branch()
@@ -91,14 +123,14 @@ class CombinedCheckpointsManage:
             self._drop_unpushed_tags(head)
             chosen: list[tuple[str, str]] = []
 
-            def propose() -> dict[str, str]:
+            def propose() -> dict[str, str] | None:
                 models = repo.versions(model_spec, fetch=False)
                 data = repo.versions(DATA, fetch=False)
-                on_head = [i.tag for i in models if i.commit == head]
+                on_head = [i.version for i in models if i.commit == head and i.version]
                 if on_head:
-                    raise NothingToDoError(
-                        f"HEAD's model is already {on_head[-1]}",
-                        hint="Upload a new model checkpoint before a combined release.")
+                    released = self._release_on_head(head, on_head, data, explicit)
+                    chosen.append((model_spec.tag(released), DATA.tag(released)))
+                    return None
                 numbers = {model_spec.parse(i.version) for i in [*models, *data] if i.version}
                 number = explicit or next_version(numbers, major=major)
                 if number in numbers:
@@ -112,7 +144,7 @@ class CombinedCheckpointsManage:
                                       data_message)
 
             try:
-                repo.push_versions(head, propose, retry=explicit is None)
+                pushed = repo.push_versions(head, propose, retry=explicit is None)
             except GitError as e:  # the remote's refusals included
                 if not chosen:
                     raise
@@ -123,8 +155,30 @@ class CombinedCheckpointsManage:
                         hint="Someone released it meanwhile; omit the version to get the "
                         "next free one.") from e
                 raise _release_failed(names, e) from e
+            if pushed is None:
+                logger.info("HEAD is already %s and %s; nothing to tag", *chosen[-1])
+                return ReleaseResult(*chosen[-1], created=False)
             logger.info("Released %s and %s on %s", *chosen[-1], head[:10])
-            return chosen[-1]
+            return ReleaseResult(*chosen[-1], created=True)
+
+    def _release_on_head(self, head: str, on_head: list[str], data: list[VersionInfo],
+                         explicit: Version | None) -> Version:
+        """HEAD's release when its model is already ``vX.Y`` and its data ``data/vX.Y``
+        (asked for again, automatically or by that number); else an error: a commit gets one
+        model version."""
+        released = [v for v in on_head
+                    if any(i.commit == head and i.version == v for i in data)]
+        if released and (explicit is None or str(explicit) in released):
+            return explicit or self.repo.model_spec.parse(released[-1])
+        name = released[-1] if released else on_head[-1]
+        if released:
+            raise NothingToDoError(
+                f"HEAD is already {name} and data/{name}, so it cannot also be {explicit}",
+                hint="Upload a new model checkpoint before another release, or omit the "
+                "version.")
+        raise NothingToDoError(
+            f"HEAD's model is already {name}",
+            hint="Upload a new model checkpoint before a combined release.")
 
     def _messages(self, number: Version, model_info: VersionInfo, data_info: VersionInfo,
                   model_message: str | None, data_message: str | None) -> dict[str, str]:
@@ -132,8 +186,9 @@ class CombinedCheckpointsManage:
         model_info.version = data_info.version = str(number)
         model_info.tag, data_info.tag = model_tag, data_tag
         model_info.data_version = data_tag
-        model_info.message = model_message or f"Model {number} (trained on {data_tag})"
-        data_info.message = data_message or model_message or f"Data {number} (for {model_tag})"
+        # Without a tag message each version keeps what its upload said about itself.
+        model_info.message = model_message or model_info.message
+        data_info.message = data_message or model_message or data_info.message
         return {model_tag: model_info.tag_message(), data_tag: data_info.tag_message()}
 
     def _drop_unpushed_tags(self, head: str) -> None:
@@ -152,7 +207,7 @@ class CombinedCheckpointsManage:
 
     # -- revert --------------------------------------------------------------------------------
 
-    def revert_model_and_data(self, tag: str, force: bool = False, *,
+    def revert_model_and_data(self, tag: str, force: bool = False, verbose: bool = False, *,
                               progress: Progress | None = None) -> str | None:
         """Bring back the model of ``tag`` and its data in one new commit, pushed.
 
@@ -167,6 +222,7 @@ class CombinedCheckpointsManage:
             VersionNotFoundError, UnsavedChangesError, NothingToDoError, StorageError,
             RemoteError.
         """
+        enable_verbose(verbose)
         if tag is None:
             raise CPVError("revert needs a version", hint="Run 'cpv model list'.")
         repo = self.repo
@@ -201,7 +257,8 @@ class CombinedCheckpointsManage:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_combined_metadata(self, tag: str | None = None) -> dict[str, Any]:
+    def get_combined_metadata(self, tag: str | None = None, verbose: bool = False
+                              ) -> dict[str, Any]:
         """The model and the data of ``tag`` (HEAD when None) and how they are linked, from
         git alone.
 
@@ -212,6 +269,7 @@ class CombinedCheckpointsManage:
             ``md5:<hash>``), ``same_commit`` and ``trained_on_this_data`` (the data shown is
             the data the model's commit holds).
         """
+        enable_verbose(verbose)
         repo = self.repo
         model_commit, model_info = repo.resolve(repo.model_spec, tag)
         try:

@@ -321,6 +321,9 @@ class DirHandler:
     def check_source(self, repo: Repository, source: Path) -> Path:
         """Any folder holding at least one file: the workspace's own, or one elsewhere.
 
+        Args:
+            source: an absolute path (the caller's relative path is resolved before).
+
         Raises:
             ArtifactNotFoundError, InvalidDatasetError: with what to do instead.
         """

@@ -95,9 +95,9 @@ def check_outside_workspace(repo: Repository, spec: ArtifactSpec, source: Path) 
     Raises:
         ArtifactNotFoundError.
     """
-    workspace = os.path.abspath(repo.root / spec.path)
-    absolute = os.path.abspath(source)
-    if absolute != workspace and absolute.startswith(workspace + os.sep):
+    workspace = os.path.realpath(repo.root / spec.path)
+    real = os.path.realpath(source)
+    if not same_path(source, repo.root / spec.path) and real.startswith(workspace + os.sep):
         raise ArtifactNotFoundError(
             f"{source} is inside the workspace {spec.kind} {workspace}",
             hint=f"Upload the whole {spec.name}, or a file or folder outside it.")
@@ -198,6 +198,16 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
             tmp.unlink()
 
 
+def same_path(path: Path, other: Path) -> bool:
+    """Whether two absolute paths name the same entry: their folders may be reached through
+    symbolic links or ``..``, the entry itself is compared by name (it is never followed)."""
+    def canonical(p: Path) -> Path:
+        p = Path(os.path.normpath(p))
+        return Path(os.path.realpath(p.parent)) / p.name
+
+    return canonical(path) == canonical(other)
+
+
 class FileHandler:
     """A single-file artifact such as ``model.bin`` or ``model.safetensors``."""
 
@@ -207,6 +217,9 @@ class FileHandler:
 
     def check_source(self, repo: Repository, source: Path) -> Path:
         """Any regular file (a symbolic link is followed: its target is read).
+
+        Args:
+            source: an absolute path (the caller's relative path is resolved before).
 
         Raises:
             ArtifactNotFoundError: with what to do instead.

@@ -10,7 +10,7 @@ from typing import Any
 from cp_manage.artifacts import ModelArtifacts
 from cp_manage.errors import NotARepositoryError
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import CheckpointManager
+from cp_manage.manage.base import CheckpointManager, caller_path, enable_verbose
 from cp_manage.manage.repository import MODEL_PATH, InitResult
 
 
@@ -28,12 +28,13 @@ class ModelsCheckpointsManage(CheckpointManager):
     kind = "model"
 
     def import_model_init(self, data_path: str | os.PathLike[str] | None = None,
-                          force: bool = False, *, git_url: str | None = None,
-                          storage_url: str | None = None,
+                          force: bool = False, verbose: bool = False, *,
+                          git_url: str | None = None, storage_url: str | None = None,
                           artifact: str | None = None) -> InitResult:
         """Create the repository (seed layout, git + DVC, both remotes), push its first commit.
 
-        Running it again changes nothing. With ``data_path``, that dataset is imported too.
+        Running it again changes nothing. With ``data_path`` (relative to the caller's current
+        directory), that dataset is imported too.
 
         Args:
             artifact: the model artifact, recorded in ``.cpv.json``: ``model.bin`` (the
@@ -44,13 +45,15 @@ class ModelsCheckpointsManage(CheckpointManager):
             InvalidNameError, ConfigError (e.g. the repository has another artifact),
             RemoteError, StorageError.
         """
+        enable_verbose(verbose)
+        dataset = caller_path(data_path) if data_path is not None else None
         result = self._init(git_url=git_url, storage_url=storage_url, force=force,
                             artifact=artifact)
-        if data_path is not None:
+        if dataset is not None:
             from cp_manage.manage.data import DataCheckpointsManage
 
             data = DataCheckpointsManage(repo_path=self.repo_path, config=self.config)
-            data.import_data_init(data_path)
+            data.import_data_init(dataset)
         return result
 
     init = import_model_init
@@ -62,24 +65,29 @@ class ModelsCheckpointsManage(CheckpointManager):
         """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards.
 
         ``model_path`` may be any file (or, for a folder artifact, any folder), inside or
-        outside the repository; it is only read, and the workspace artifact then holds a
-        private copy of it (``force`` replaces workspace changes never uploaded).
+        outside the repository, relative to the caller's current directory; it is only read,
+        and the workspace artifact then holds a private copy of it (``force`` replaces
+        workspace changes never uploaded). ``message`` stays with the version tagged from this
+        upload.
         """
         return self.upload(model_path, metrics=metrics, message=message, progress=progress,
-                           force=force).commit
+                           force=force, verbose=verbose).commit
 
     upload_checkpoint = upload_model_checkpoint
 
     def tag_model_checkpoint(self, version_tag: str | None = None, message: str | None = None,
-                             *, major: bool = False) -> str:
-        """Tag HEAD's checkpoint (next minor version, or ``major``, or ``version_tag``)."""
-        return self.tag(version_tag, major=major, message=message)
+                             verbose: bool = False, *, major: bool = False) -> str:
+        """Tag HEAD's checkpoint (next minor version, or ``major``, or ``version_tag``).
+
+        When HEAD already is a version (the script ran twice), that version is returned and
+        nothing is tagged."""
+        return self.tag(version_tag, major=major, message=message, verbose=verbose).tag
 
     tag_checkpoint = tag_model_checkpoint
 
-    def read_model_checkpoint_tag(self) -> list[str]:
+    def read_model_checkpoint_tag(self, verbose: bool = False) -> list[str]:
         """Model versions, oldest first."""
-        return [str(info.version) for info in self.list_versions()]
+        return [str(info.version) for info in self.list_versions(verbose=verbose)]
 
     read_checkpoint_tag = read_model_checkpoint_tag
 
@@ -92,22 +100,24 @@ class ModelsCheckpointsManage(CheckpointManager):
         checkpoint is laid directly in ``output_dir`` (``model_path`` is that folder), all of
         it or the files ``include``/``exclude`` pick."""
         path, info = self.download(tag, output_dir=output_dir, progress=progress,
-                                   include=include, exclude=exclude)
+                                   include=include, exclude=exclude, verbose=verbose)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
 
     download_checkpoint = download_model_checkpoint
 
-    def revert_model_checkpoint(self, tag: str, force: bool = False) -> str | None:
+    def revert_model_checkpoint(self, tag: str, force: bool = False,
+                                verbose: bool = False) -> str | None:
         """Bring ``tag``'s checkpoint back as a new commit; None when HEAD already has it."""
-        return self.revert(tag, force=force)
+        return self.revert(tag, force=force, verbose=verbose)
 
     revert_checkpoint = revert_model_checkpoint
 
-    def get_model_metadata(self, tag: str | None = None) -> dict[str, Any]:
+    def get_model_metadata(self, tag: str | None = None, verbose: bool = False
+                           ) -> dict[str, Any]:
         """Metadata of ``tag`` (HEAD when None), from git alone."""
-        return self.metadata(tag).to_dict()
+        return self.metadata(tag, verbose=verbose).to_dict()
 
     get_metadata = get_model_metadata
 

@@ -578,13 +578,17 @@ class Repository:
                 if info.version]
 
     def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
-        """The commit and metadata of ``version`` (HEAD when None).
+        """The commit and metadata of ``version`` (HEAD when None: HEAD's version, exactly as
+        by its name, when HEAD carries one).
 
         Raises:
             InvalidVersionError, VersionNotFoundError, NothingToDoError.
         """
         if version is None:
             head = self.head_or_raise()
+            on_head = [i for i in self.versions(spec, fetch=False) if i.commit == head]
+            if on_head:
+                return head, on_head[-1]
             info = self.info_from_commit(spec, head, tag=None)
             if info is None:
                 raise VersionNotFoundError("HEAD", known=None, kind=spec.kind)
@@ -607,13 +611,20 @@ class Repository:
 
     def info_from_commit(self, spec: ArtifactSpec, commit: str, *,
                          tag: str | None) -> VersionInfo | None:
-        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag)."""
+        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag).
+
+        Date, author and message are those of the upload: the last commit up to ``commit``
+        that changed the artifact (or, for a model, its metrics).
+        """
         pointer = self.pointer_at(commit, spec.path)
         if pointer is None:
             return None
-        date, author, subject = self.git.out(
-            "log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit).split("\0", 2)
         model = spec.records_metrics
+        changed = [spec.pointer_file, METRICS_FILE] if model else [spec.pointer_file]
+        log = ["log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit]
+        # A shallow history may not reach the upload: then the commit itself speaks for it.
+        upload = self.git.out(*log, "--", *changed) or self.git.out(*log)
+        date, author, subject = upload.split("\0", 2)
         return VersionInfo(
             kind=spec.kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
             size_bytes=pointer.size, metrics=self.metrics_at(commit) if model else {},

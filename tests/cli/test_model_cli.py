@@ -100,7 +100,9 @@ def test_show(cli_history: CliHistory) -> None:
     assert isinstance(shown, dict) and REQUIRED_KEYS <= shown.keys()
     assert shown["version"] == "v1.0" and shown["md5"] == cli_history.md5["v1.0"]
     head = json.loads(run_cpv("model", "show", "--json", cwd=root).stdout)
-    assert head["commit"] == cli_history.repo.head() and head["version"] is None
+    # HEAD is v1.5: shown exactly as by its name.
+    assert head == json.loads(run_cpv("model", "show", "v1.5", "--json", cwd=root).stdout)
+    assert head["commit"] == cli_history.repo.head() and head["version"] == "v1.5"
     text = run_cpv("model", "show", "v1.5", cwd=root).stdout
     assert cli_history.md5["v1.5"] in text and "accuracy=0.8" in text
 

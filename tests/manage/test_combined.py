@@ -134,9 +134,21 @@ def test_release_needs_both_artifacts_and_a_new_model(repo: ModelRepo, tmp_path:
     data_manager(repo).import_data_init(write_dataset(tmp_path / "dataset", SEED_DATASET))
     combined = combined_manager(repo)
     assert combined.tag_model_and_data() == ("v0.1", "data/v0.1")
-    with pytest.raises(NothingToDoError, match=re.escape("already v0.1")):
-        combined.tag_model_and_data()
+    # Run again (a script run twice): the same release, nothing pushed.
+    refs = repo.remote_refs()
+    assert combined.tag_model_and_data() == ("v0.1", "data/v0.1")
+    assert combined.tag_model_and_data(version_tag="v0.1") == ("v0.1", "data/v0.1")
+    assert combined.tag(major=True).created is False
+    with pytest.raises(NothingToDoError, match=re.escape("already v0.1 and data/v0.1, so it "
+                                                         "cannot also be v0.2")):
+        combined.tag_model_and_data(version_tag="v0.2")
     assert repo.git("tag").split() == ["data/v0.1", "v0.1"]
+    assert repo.remote_refs() == refs
+    # A model version alone on HEAD is not a release: a combined tag is still refused.
+    upload_model(repo, seed=7)
+    assert repo.manager.tag_model_checkpoint() == "v0.2"
+    with pytest.raises(NothingToDoError, match=re.escape("HEAD's model is already v0.2")):
+        combined.tag_model_and_data()
 
 
 def test_revert_brings_model_and_data_back_in_one_commit(ready: ModelRepo) -> None:

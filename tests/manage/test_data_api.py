@@ -311,12 +311,19 @@ def test_model_versions_record_the_data_they_were_trained_on(seeded: ModelRepo) 
     assert seeded.manager.get_model_metadata()["data_version"] == "data/v0.2"
 
 
-def test_data_tag_refuses_a_dataset_that_is_already_a_version(seeded: ModelRepo) -> None:
+def test_a_dataset_that_is_already_a_version_keeps_that_version(seeded: ModelRepo) -> None:
+    """A script that tags its data and then its model, run again: the data tag answers with
+    the version the dataset already is; only a different explicit version is refused."""
     data = data_manager(seeded)
-    data.tag_data_checkpoint()
+    assert data.tag_data_checkpoint() == "data/v0.1"
     upload_model(seeded, seed=3)  # a new commit, the same data
-    with pytest.raises(NothingToDoError, match=re.escape("already data/v0.1")):
-        data.tag_data_checkpoint()
+    before = data_snapshot(seeded)
+    assert data.tag_data_checkpoint() == "data/v0.1"
+    assert data.tag_data_checkpoint(version_tag="v0.1") == "data/v0.1"
+    with pytest.raises(NothingToDoError, match=re.escape("already data/v0.1, so it cannot "
+                                                         "also be data/v0.2")):
+        data.tag_data_checkpoint(version_tag="data/v0.2")
+    assert data_snapshot(seeded) == before
 
 
 # -- bad input: a clear error, nothing changed ------------------------------------------------

@@ -269,12 +269,17 @@ def test_tag_numbers_sort_numerically(repo: ModelRepo) -> None:
     assert manager.get_model_metadata("v0.10")["metrics"] == {"step": 0}
 
 
-def test_tagging_head_twice_is_refused(repo: ModelRepo) -> None:
+def test_tagging_head_twice_returns_its_version(repo: ModelRepo) -> None:
+    """A script run twice: the automatic (or the same explicit) version is HEAD's own; a
+    different explicit one is refused. Nothing changes either way."""
     repo.upload()
     assert repo.manager.tag_model_checkpoint() == "v0.1"
     before = repo.snapshot()
-    with pytest.raises(NothingToDoError, match=r"already v0\.1"):
-        repo.manager.tag_model_checkpoint()
+    assert repo.manager.tag_model_checkpoint() == "v0.1"
+    assert repo.manager.tag_model_checkpoint(major=True) == "v0.1"
+    assert repo.manager.tag_model_checkpoint(version_tag="v0.1") == "v0.1"
+    with pytest.raises(NothingToDoError, match=r"already v0\.1, so it cannot also be v0\.2"):
+        repo.manager.tag_model_checkpoint(version_tag="v0.2")
     assert repo.snapshot() == before
 
 
