@@ -105,8 +105,9 @@ class CheckpointManager:
             self.team_name, self.model_name = self._repo.team, self._repo.model
         return self._repo
 
-    def attach(self, repo: Repository) -> None:
+    def attach(self, repo: Repository, *, verbose: bool = False) -> None:
         """Use ``repo``, already opened (the combined manager's two managers share one)."""
+        enable_verbose(verbose)
         self._repo = repo
         self.team_name, self.model_name = repo.team, repo.model
 
@@ -307,13 +308,14 @@ class CheckpointManager:
         would add nothing (the data manager's rule: a dataset is versioned once)."""
         return None
 
-    def version_info_for(self, commit: str) -> VersionInfo:
+    def version_info_for(self, commit: str, *, verbose: bool = False) -> VersionInfo:
         """Metadata for a new tag on ``commit``, checking its blobs are in storage.
 
         Raises:
             NothingToDoError: the commit holds no uploaded artifact.
             StorageError: its objects are not in storage.
         """
+        enable_verbose(verbose)
         repo, spec = self.repo, self.spec
         handler = handler_for(spec)
         pointer = repo.pointer_at(commit, spec.path)
@@ -485,7 +487,8 @@ class CheckpointManager:
             logger.info("Reverted %s to %s", self.kind, info.tag)
             return new
 
-    def plan_restore(self, commit: str, info: VersionInfo, *, force: bool) -> Restore:
+    def plan_restore(self, commit: str, info: VersionInfo, *, force: bool,
+                     verbose: bool = False) -> Restore:
         """What bringing ``commit``'s artifact back into the working tree involves; changes
         nothing. ``restore_and_commit`` carries it out.
 
@@ -494,6 +497,7 @@ class CheckpointManager:
             UnsavedChangesError: the working-tree artifact has changes never uploaded and
                 ``force`` is False.
         """
+        enable_verbose(verbose)
         repo, spec = self.repo, self.spec
         wanted = repo.pointer_at(commit, spec.path)
         if wanted is None:

@@ -99,10 +99,10 @@ class DataCheckpointsManage(CheckpointManager):
 
     # -- tag -----------------------------------------------------------------------------------
 
-    def version_info_for(self, commit: str) -> VersionInfo:
+    def version_info_for(self, commit: str, *, verbose: bool = False) -> VersionInfo:
         """The generic metadata plus ``splits`` (top-level folder → file count) and
         ``sample_count`` (see ``cp_manage.manage.dataset``)."""
-        info = super().version_info_for(commit)
+        info = super().version_info_for(commit, verbose=verbose)
         pointer = self.repo.pointer_at(commit, DATA_PATH)
         if pointer is not None:
             md5s = read_listing(self.repo, pointer)
