@@ -41,6 +41,7 @@ from cp_manage.errors import (
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.git_urls import parse_git_url
 from cp_manage.manage.pool import WorkspacePool
 from cp_manage.versions import Kind, Version, parse_version, validate_name, version_from_tag
 
@@ -66,11 +67,6 @@ class InitResult:
     cloned: bool
     git_url: str
     storage_url: str
-
-
-def _is_local_url(url: str) -> bool:
-    return ("://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)) or url.startswith(
-        "file://")
 
 
 class Repository:
@@ -162,10 +158,15 @@ class Repository:
             return repo, InitResult(root, False, False, repo.git.remote_url() or git_url,
                                     repo.storage_url())
 
+        remote = parse_git_url(git_url)
+        local_remote = Path(remote.path).expanduser().absolute() if remote.kind == "local" else None
+        if local_remote is not None and not remote.scheme:
+            git_url = str(local_remote)  # git would read a relative path from inside root
+
         storage = open_storage(storage_url, config=config)
         storage.ensure_location()
-        if _is_local_url(git_url):
-            cls._ensure_bare_remote(Path(git_url.removeprefix("file://")))
+        if local_remote is not None:
+            cls._ensure_bare_remote(local_remote)
 
         if (root / ".git").exists():
             repo = cls(root, config=config, team=team, model=model)
@@ -176,7 +177,11 @@ class Repository:
             raise ConfigError(f"{root} exists and is not empty",
                               hint="Choose another --path, or pass force=True / --force to "
                               "initialise inside it.")
-        heads = run_git(["ls-remote", "--heads", git_url], cwd=None).stdout.strip()
+        try:
+            heads = run_git(["ls-remote", "--heads", git_url], cwd=None).stdout.strip()
+        except RemoteError as e:
+            raise RemoteError(f"Cannot read the git remote {git_url}", command=e.command,
+                              stderr=e.stderr, hint=e.hint) from e
         if heads:
             # Someone made this model already: take the team's history instead of a new one.
             root.parent.mkdir(parents=True, exist_ok=True)
