@@ -143,15 +143,17 @@ class CPVConfig:
             ConfigError: config.json is corrupt or unsafe.
         """
         file = self._load_file()
-        home: Setting = (Setting("cpv_home", str(self.home), "argument") if self._explicit_home
-                         else Setting("cpv_home", str(self.home), "env", "CPV_HOME")
-                         if os.environ.get("CPV_HOME")
-                         else Setting("cpv_home", str(self.home), "default"))
-        found = {"cpv_home": home}
+        source: Source = "default"
+        if self._explicit_home:
+            source = "argument"
+        elif os.environ.get("CPV_HOME"):
+            source = "env"
+        found = {"cpv_home": Setting("cpv_home", str(self.home), source,
+                                     "CPV_HOME" if source == "env" else None)}
         for key, env in KEYS.items():
             if env and os.environ.get(env):
                 found[key] = Setting(key, os.environ[env], "env", env)
-            elif file.get(key) is not None:
+            elif file.get(key):  # as everywhere else, an empty value means the default
                 found[key] = Setting(key, file[key], "config file", str(self.path))
         values = {key: setting.value for key, setting in found.items()}
         for key in SETTABLE:
