@@ -13,9 +13,10 @@ import logging
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cp_manage.errors import ConfigError
 from cp_manage.fsutil import atomic_write_bytes
@@ -37,7 +38,26 @@ KEYS: dict[str, str | None] = {
     "last_updated": None,
 }
 
+# The keys a user sets ('last_updated' is cpv's own record of the last change).
+SETTABLE = tuple(key for key in KEYS if key != "last_updated")
+
 DEFAULT_S3_TEMPLATE = "s3://{bucket}/{team}/{model}"
+
+Source = Literal["argument", "env", "config file", "default"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as it is in force: its value and where that value comes from.
+
+    ``origin`` names the environment variable, the file, or what a default follows from
+    (``"bucket is set"``); ``value`` is None when the setting has no value at all.
+    """
+
+    key: str
+    value: str | None
+    source: Source
+    origin: str | None = None
 
 
 def cpv_home(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -57,6 +77,7 @@ class CPVConfig:
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = cpv_home(home)
+        self._explicit_home = home is not None
         self.path = self.home / "config.json"
 
     # -- reading -------------------------------------------------------------------------------
@@ -114,6 +135,49 @@ class CPVConfig:
             return str(self.home)
         return merged.get(key)
 
+    def effective_settings(self) -> dict[str, Setting]:
+        """Every setting in force, with where its value comes from: argument, environment,
+        config.json or the embedded default (which may follow from another setting).
+
+        Raises:
+            ConfigError: config.json is corrupt or unsafe.
+        """
+        file = self._load_file()
+        source: Source = "default"
+        if self._explicit_home:
+            source = "argument"
+        elif os.environ.get("CPV_HOME"):
+            source = "env"
+        found = {"cpv_home": Setting("cpv_home", str(self.home), source,
+                                     "CPV_HOME" if source == "env" else None)}
+        for key, env in KEYS.items():
+            if env and os.environ.get(env):
+                found[key] = Setting(key, os.environ[env], "env", env)
+            elif file.get(key):  # as everywhere else, an empty value means the default
+                found[key] = Setting(key, file[key], "config file", str(self.path))
+        values = {key: setting.value for key, setting in found.items()}
+        for key in SETTABLE:
+            if key not in found:
+                value, because = self._default(key, values)
+                found[key] = Setting(key, value, "default", because)
+        order = ["cpv_home", *KEYS]
+        return {key: found[key] for key in sorted(found, key=order.index)}
+
+    def _default(self, key: str, settings: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """The embedded default of ``key`` given the other settings, and what it follows from."""
+        home = str(self.home).replace("{", "{{").replace("}", "}}")  # the URL templates format
+        if key == "git_url_template":
+            return os.path.join(home, "remotes", "git", "{team}", "{model}.git"), None
+        if key == "storage_url_template":
+            if settings.get("bucket"):
+                return DEFAULT_S3_TEMPLATE, "bucket is set"
+            return os.path.join(home, "remotes", "storage", "{team}", "{model}"), None
+        if key == "aws_credential_path":
+            return str(Path.home() / ".aws" / "credentials"), None
+        if key == "aws_profile":
+            return "default", None
+        return None, None
+
     # -- writing -------------------------------------------------------------------------------
 
     def update(self, values: Mapping[str, str | None]) -> None:
@@ -124,9 +188,7 @@ class CPVConfig:
         """
         data = self._load_file()
         for key, value in values.items():
-            if key not in KEYS or key == "last_updated":
-                known = ", ".join(k for k in KEYS if k != "last_updated")
-                raise ConfigError(f"Unknown setting {key!r}", hint=f"Known: {known}.")
+            check_key(key)
             if value is None:
                 data.pop(key, None)
                 continue
@@ -143,6 +205,23 @@ class CPVConfig:
     def set(self, key: str, value: str) -> None:
         """Set one setting in config.json."""
         self.update({key: value})
+
+    def unset(self, key: str) -> bool:
+        """Return ``key`` to its default: remove it from config.json.
+
+        An environment variable that sets the key still wins over the default afterwards.
+
+        Returns:
+            Whether config.json held the key (when not, nothing is written).
+
+        Raises:
+            ConfigError: an unknown key, or config.json is corrupt or unsafe.
+        """
+        check_key(key)
+        if key not in self._load_file():
+            return False
+        self.update({key: None})
+        return True
 
     # -- one-time setup (the seed's names) --------------------------------------------------
 
@@ -180,10 +259,10 @@ class CPVConfig:
             return explicit
         validate_name(team, "team")
         validate_name(model, "model")
-        template = self.get_config("git_url_template")
-        if template:
-            return str(template).format(team=team, model=model, workspace=team)
-        return str(self.home / "remotes" / "git" / team / f"{model}.git")
+        settings = self.get_config()
+        template = settings.get("git_url_template") or self._default(
+            "git_url_template", settings)[0]
+        return str(template).format(team=team, model=model, workspace=team)
 
     def storage_url(self, team: str, model: str, explicit: str | None = None) -> str:
         """The DVC storage URL of (team, model): explicit, else the template, else embedded."""
@@ -192,16 +271,19 @@ class CPVConfig:
         validate_name(team, "team")
         validate_name(model, "model")
         settings = self.get_config()
-        template = settings.get("storage_url_template")
+        template = str(settings.get("storage_url_template") or self._default(
+            "storage_url_template", settings)[0])
         bucket = settings.get("bucket")
-        if not template and bucket:
-            template = DEFAULT_S3_TEMPLATE
-        if template:
-            if "{bucket}" in template and not bucket:
-                raise ConfigError("storage_url_template needs a bucket but none is configured",
-                                  hint="Run 'cpv config aws --bucket NAME ...'.")
-            return str(template).format(bucket=bucket or "", team=team, model=model)
-        return str(self.home / "remotes" / "storage" / team / model)
+        if "{bucket}" in template and not bucket:
+            raise ConfigError("storage_url_template needs a bucket but none is configured",
+                              hint="Run 'cpv config aws --bucket NAME ...'.")
+        return template.format(bucket=bucket or "", team=team, model=model)
+
+
+def check_key(key: str) -> None:
+    """Raise ConfigError unless ``key`` is a setting a user may set or unset."""
+    if key not in SETTABLE:
+        raise ConfigError(f"Unknown setting {key!r}", hint=f"Known: {', '.join(SETTABLE)}.")
 
 
 def check_template(key: str, template: str) -> None:

@@ -16,11 +16,11 @@ import stat
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from cp_manage.config import CPVConfig
 from cp_manage.errors import ConfigError, CPVError
 from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.git_urls import parse_git_url
 from cp_manage.report import Finding, ValidationReport
 
 BLOCK_START = "# >>> cpv: {host} >>>"
@@ -167,14 +167,12 @@ def git_ssh_command(cwd: Path | None = None) -> list[str]:
 
 
 def ssh_target(url: str) -> tuple[str, str | None, int | None] | None:
-    """(host, user, port) of an SSH git URL, or None for other URLs."""
-    if url.startswith("ssh://"):
-        parsed = urlparse(url)
-        return (parsed.hostname or "", parsed.username, parsed.port) if parsed.hostname else None
-    match = re.match(r"^(?:([\w.-]+)@)?([\w.-]+):(?!//)", url)
-    if match and "/" not in match.group(2):
-        return match.group(2), match.group(1), None
-    return None
+    """(host, user, port) of an SSH git URL (``ssh://``, or scp-like ``[user@]host:path``
+    where host may be a ``Host`` alias), or None for other URLs."""
+    parsed = parse_git_url(url)
+    if parsed.kind != "ssh" or not parsed.host:
+        return None
+    return parsed.host, parsed.user, parsed.port
 
 
 def validate_credentials(config: CPVConfig, *, git_url: str | None = None,

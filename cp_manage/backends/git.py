@@ -83,6 +83,22 @@ def _hint_for(stderr: str) -> str:
     return "Run the command again with --verbose for details."
 
 
+def check_identity(cwd: Path) -> None:
+    """Make sure git can name the author and committer of a commit made in ``cwd``.
+
+    Raises:
+        GitError: no identity (user.name / user.email) is configured, and git will not guess.
+    """
+    for variable in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+        result = run_git(["var", variable], cwd=cwd, check=False)
+        if result.returncode != 0:
+            raise GitError(
+                "git does not know who you are, so it cannot commit",
+                command=["git", "var", variable], stderr=result.stderr.decode("utf-8", "replace"),
+                hint="Set your identity with git config --global user.name 'Your Name' and "
+                "git config --global user.email you@example.com, then run the command again.")
+
+
 class Git:
     """A git repository on disk."""
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cp_manage.cli import output
+
+if TYPE_CHECKING:
+    from cp_manage.config import Setting
 
 
 @click.group(help="Show and change cpv's settings ($CPV_HOME/config.json).")
@@ -12,32 +17,64 @@ def config() -> None:
     pass
 
 
-@config.command(help="Show the effective settings.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@config.command(help="Show each setting in force and where it comes from (argument, env, "
+                "config file or default).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON object: key -> {value, source, origin}.")
 def show(as_json: bool) -> None:
     from cp_manage.config import CPVConfig
 
     cfg = CPVConfig()
-    settings = cfg.get_config()
-    settings.setdefault("git_url_template", None)
-    settings.setdefault("storage_url_template", None)
+    settings = cfg.effective_settings()
     if as_json:
-        output.print_json(settings)
+        output.print_json({key: {"value": s.value, "source": s.source, "origin": s.origin}
+                           for key, s in settings.items()})
         return
     output.info(f"config file: {cfg.path}")
-    for key in sorted(settings):
-        value = settings[key]
-        output.info(f"{key:>22}: {value if value is not None else '(embedded default)'}")
+    for key, setting in settings.items():
+        output.info(f"{key:>22}: {_describe(setting)}")
+
+
+def _describe(setting: Setting) -> str:
+    """``value  (where it comes from)``."""
+    value = setting.value if setting.value is not None else "(not set)"
+    if setting.source == "env":
+        return f"{value}  (env {setting.origin})"
+    if setting.source == "default" and setting.origin:
+        return f"{value}  (default, since {setting.origin})"
+    return f"{value}  ({setting.source})"
+
+
+def _settable_key(_ctx: click.Context, _param: click.Parameter, key: str) -> str:
+    from cp_manage.config import SETTABLE
+
+    if key not in SETTABLE:
+        raise click.BadParameter(f"unknown setting {key!r}; known: {', '.join(SETTABLE)}")
+    return key
 
 
 @config.command(name="set", help="Set KEY to VALUE (e.g. git_url_template).")
-@click.argument("key")
+@click.argument("key", callback=_settable_key)
 @click.argument("value")
 def set_(key: str, value: str) -> None:
     from cp_manage.config import CPVConfig
 
     CPVConfig().set(key, value)
     output.success(f"Set {key}")
+
+
+@config.command(help="Return KEY to its default (remove it from config.json).")
+@click.argument("key", callback=_settable_key)
+def unset(key: str) -> None:
+    from cp_manage.config import CPVConfig
+
+    cfg = CPVConfig()
+    removed = cfg.unset(key)
+    now = _describe(cfg.effective_settings()[key])
+    if removed:
+        output.success(f"Unset {key}; in force now: {now}")
+    else:
+        output.info(f"{key} was not set in {cfg.path}; nothing changed. In force: {now}")
 
 
 @config.command(help="Record the AWS credentials file, profile and bucket (no secrets stored).")

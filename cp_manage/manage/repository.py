@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
-from cp_manage.backends.git import Git, run_git
+from cp_manage.backends.git import Git, check_identity, run_git
 from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
@@ -41,6 +41,7 @@ from cp_manage.errors import (
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
+from cp_manage.git_urls import parse_git_url
 from cp_manage.manage.pool import WorkspacePool
 from cp_manage.spec import DATA, DATA_PATH, DEFAULT_ARTIFACT, ArtifactSpec
 from cp_manage.versions import Kind, Version, validate_name
@@ -67,11 +68,6 @@ class InitResult:
     cloned: bool
     git_url: str
     storage_url: str
-
-
-def _is_local_url(url: str) -> bool:
-    return ("://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)) or url.startswith(
-        "file://")
 
 
 class Repository:
@@ -154,12 +150,15 @@ class Repository:
              force: bool = False, artifact: str | None = None) -> tuple[Repository, InitResult]:
         """Create (or clone, or adopt) the repository of team/model at ``root``.
 
-        Running it again on a finished repository changes nothing (``created`` is False).
-        ``artifact`` names the model artifact (default ``model.bin``; ``NAME/`` is a folder);
-        an existing repository keeps its own, and naming another one is an error.
+        Running it again on a finished repository changes nothing (``created`` is False); on
+        one whose first run failed (nothing committed, or the commit never reached the git
+        remote) it finishes the work. ``artifact`` names the model artifact (default
+        ``model.bin``; ``NAME/`` is a folder); an existing repository keeps its own, and naming
+        another one is an error.
 
         Raises:
-            InvalidNameError, ConfigError, RemoteError, StorageError.
+            InvalidNameError, ConfigError, GitError (no git identity), RemoteError,
+            StorageError.
         """
         validate_name(team, "team")
         validate_name(model, "model")
@@ -169,27 +168,45 @@ class Repository:
         git_url = config.git_url(team, model, git_url)
         storage_url = config.storage_url(team, model, storage_url)
 
-        if (root / ".git").exists() and (root / ".dvc").is_dir() and (root / REPO_FILE).exists():
+        adopting = (root / ".git").exists()
+        if adopting and (root / ".dvc").is_dir() and (root / REPO_FILE).exists():
             repo = cls.open(root, config=config, team=team, model=model)
             repo._check_artifact(artifact)
-            return repo, InitResult(root, False, False, repo.git.remote_url() or git_url,
-                                    repo.storage_url())
-
-        storage = open_storage(storage_url, config=config)
-        storage.ensure_location()
-        if _is_local_url(git_url):
-            cls._ensure_bare_remote(Path(git_url.removeprefix("file://")))
-
-        if (root / ".git").exists():
-            repo = cls(root, config=config, team=team, model=model, artifact=artifact)
-            repo._adopt(git_url, storage_url)
-            return repo, InitResult(root, True, False, git_url, storage_url)
-
-        if root.exists() and any(root.iterdir()) and not force:
+            if repo._published():
+                return repo, InitResult(root, False, False, repo.git.remote_url() or git_url,
+                                        repo.storage_url())
+        # Everything that can be refused without side effects is checked before anything
+        # (folder, bare remote, storage) is made.
+        check_identity(root if adopting else _nearest_folder(root))
+        if not adopting and root.exists() and any(root.iterdir()) and not force:
             raise ConfigError(f"{root} exists and is not empty",
                               hint="Choose another --path, or pass force=True / --force to "
                               "initialise inside it.")
-        heads = run_git(["ls-remote", "--heads", git_url], cwd=None).stdout.strip()
+        if adopting:
+            git_url = Git(root).remote_url() or git_url  # its own remote, if it has one
+        remote = parse_git_url(git_url)
+        local_remote = Path(remote.path).expanduser().absolute() if remote.kind == "local" else None
+        if local_remote is not None and not remote.scheme:
+            git_url = str(local_remote)  # git would read a relative path from inside root
+
+        storage = open_storage(storage_url, config=config)
+        storage.ensure_location()
+        if local_remote is not None:
+            cls._ensure_bare_remote(local_remote)
+
+        if adopting:
+            recorded = cls._read_repo_file(root).get("artifact")
+            repo = cls(root, config=config, team=team, model=model,
+                       artifact=artifact or (recorded if isinstance(recorded, str) else None))
+            repo._adopt(git_url, storage_url)
+            return repo, InitResult(root, True, False, repo.git.remote_url() or git_url,
+                                    repo.storage_url())
+
+        try:
+            heads = run_git(["ls-remote", "--heads", git_url], cwd=None).stdout.strip()
+        except RemoteError as e:
+            raise RemoteError(f"Cannot read the git remote {git_url}", command=e.command,
+                              stderr=e.stderr, hint=e.hint) from e
         if heads:
             # Someone made this model already: take the team's history instead of a new one.
             root.parent.mkdir(parents=True, exist_ok=True)
@@ -212,8 +229,8 @@ class Repository:
         try:
             repo.git.push(f"{commit}:refs/heads/main")
             repo.git.run("branch", "--quiet", "--set-upstream-to=origin/main", check=False)
-        except RemoteError:
-            logger.warning("Created %s but could not push it; the next command retries", root)
+        except RemoteError as e:
+            e.hint = f"{e.hint} {root} is kept: 'cpv init' run again pushes it.".lstrip()
             raise
         return repo, InitResult(root, True, False, git_url, storage_url)
 
@@ -225,6 +242,13 @@ class Repository:
                 f"not {artifact!r}",
                 hint=f"Drop --artifact (or pass --artifact {self.model_spec.name}); a "
                 "repository versions one artifact, chosen when it was made.")
+
+    def _published(self) -> bool:
+        """Whether HEAD has history and the git remote is known to hold its first commit."""
+        roots = self.git.run("rev-list", "--max-parents=0", "HEAD", check=False)
+        first = roots.stdout.decode().split()[:1] if roots.returncode == 0 else []
+        return bool(first) and bool(self.git.out(
+            "for-each-ref", "--count=1", f"--contains={first[0]}", "refs/remotes/origin"))
 
     @staticmethod
     def _ensure_bare_remote(path: Path) -> None:
@@ -291,11 +315,18 @@ class Repository:
         if self.git.remote_url() is None:
             self.git.run("remote", "add", "origin", git_url)
         paths = [p for p in self._skeleton_paths() if (self.root / p).exists()]
-        if self.git.branch() is None:
+        branch = self.git.branch()
+        if branch is None:
             raise GitError("The repository to adopt has no branch checked out",
                            hint="Check out a branch (git switch main), then run init again.")
+        # No commit yet: an init that failed before its first commit, finished now.
+        message = (f"Initialize {self.team}/{self.model}" if self.git.head() is None
+                   else f"Adopt {self.team}/{self.model} into cpv")
         self.commit_and_push(lambda _head: {p: (self.root / p).read_bytes() for p in paths},
-                             f"Adopt {self.team}/{self.model} into cpv", write=False)
+                             message, write=False)
+        if self.git.run("rev-parse", "--verify", "--quiet", "@{upstream}",
+                        check=False).returncode != 0:
+            self.git.run("branch", "--quiet", f"--set-upstream-to=origin/{branch}", check=False)
 
     # -- remotes -------------------------------------------------------------------------------
 
@@ -647,6 +678,13 @@ class Repository:
         result = self.git.run("var", "GIT_COMMITTER_IDENT", check=False)
         ident = result.stdout.decode("utf-8", "replace").strip()
         return re.sub(r"\s+\d+\s+[+-]\d{4}$", "", ident) or "unknown"
+
+
+def _nearest_folder(path: Path) -> Path:
+    """``path``, or its closest ancestor that exists as a folder."""
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def backoff(attempt: int) -> None:

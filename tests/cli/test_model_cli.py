@@ -135,15 +135,6 @@ def test_storage_has_each_version(cli_history: CliHistory) -> None:
         assert md5_of(storage_object(cli_history.repo.storage, md5)) == md5
 
 
-def test_config_show_json(isolated_env: dict[str, Path], tmp_path: Path) -> None:
-    shown = json.loads(run_cpv("config", "show", "--json", cwd=tmp_path).stdout)
-    assert isinstance(shown, dict)
-    assert shown["cpv_home"] == str(isolated_env["cpv_home"])
-    assert shown["git_url_template"] is None and shown["storage_url_template"] is None
-    text = run_cpv("config", "show", cwd=tmp_path).stdout
-    assert "embedded default" in text
-
-
 def test_revert_through_the_cli(repo: ModelRepo) -> None:
     first = repo.write_model(seed=1)
     run_cpv("model", "upload", "--metric", "accuracy=0.1", cwd=repo.root)
