@@ -34,6 +34,7 @@ from cp_manage.errors import (
     ConfigError,
     CPVError,
     GitError,
+    InvalidNameError,
     NotARepositoryError,
     PointerError,
     RemoteError,
@@ -126,10 +127,14 @@ class Repository:
                 f"{root} holds {recorded.get('team')}/{recorded.get('model')}, not {team}/{model}",
                 hint="Pass the matching team and model, or another repo_path.")
         artifact = recorded.get("artifact")
-        if artifact is not None and not isinstance(artifact, str):
-            raise ConfigError(f"{root / REPO_FILE} names no valid artifact ({artifact!r})",
-                              hint=f"Restore it with 'git checkout -- {REPO_FILE}'.")
-        return cls(root, config=config, team=team, model=model, artifact=artifact)
+        try:
+            if artifact is not None and not isinstance(artifact, str):
+                raise InvalidNameError(f"{artifact!r} is not a name")
+            return cls(root, config=config, team=team, model=model, artifact=artifact)
+        except InvalidNameError as e:
+            # .cpv.json comes from git, so from whoever could push: refused, never followed.
+            raise ConfigError(f"{root / REPO_FILE} names an unusable artifact: {e.message}",
+                              hint=f"Restore it with 'git checkout -- {REPO_FILE}'.") from e
 
     @staticmethod
     def _read_repo_file(root: Path) -> dict[str, Any]:

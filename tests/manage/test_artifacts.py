@@ -319,3 +319,11 @@ def test_artifact_spec_of_a_name(name: str, path: str, tree: bool) -> None:
     spec = ArtifactSpec.model(name)
     assert (spec.path, spec.tree, spec.name, spec.pointer_file) == (path, tree, name,
                                                                     f"{path}.dvc")
+
+
+@pytest.mark.parametrize("artifact", ["../outside", "data", 7])
+def test_an_unusable_artifact_in_cpv_json_is_refused(repo: ModelRepo, artifact: object) -> None:
+    recorded = json.loads((repo.root / ".cpv.json").read_text())
+    (repo.root / ".cpv.json").write_text(json.dumps({**recorded, "artifact": artifact}))
+    with pytest.raises(ConfigError, match="unusable artifact"):
+        ModelsCheckpointsManage(repo_path=repo.root).list_versions()
