@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,8 +45,12 @@ def parse_metric(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--metric")
-    if raw.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
-        return key, float(raw)
+    try:
+        number = float(raw)  # also reads nan, inf, -inf, Infinity, in any case
+    except ValueError:
+        number = 0.0
+    if not math.isfinite(number):
+        return key, number
     try:
         value = json.loads(raw)
     except ValueError:
