@@ -11,10 +11,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from cp_manage import __version__
-from cp_manage.artifacts import VersionInfo, check_metrics
+from cp_manage.artifacts import VersionInfo, check_metrics, encode_metrics, metric_delta
 from cp_manage.backends.pointer import Pointer
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
@@ -181,19 +181,22 @@ class CheckpointManager:
         """
         repo, path = self.repo, self._handler().path
         pointer_file = f"{path}.dvc"
-        files = {
-            pointer_file: pointer.dumps().encode(),
-            ".gitignore": ensure_ignored(repo.git.show(head, ".gitignore") if head else None,
-                                         path),
-        }
+        files = {pointer_file: pointer.dumps().encode()}
+        artifact_changed = (repo.git.show(head, pointer_file) if head else None) != files[
+            pointer_file]
         if self.records_metrics:
             old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
-            old_pointer = repo.git.show(head, pointer_file) if head else None
-            artifact_changed = old_pointer != files[pointer_file]
-            wanted = metrics if metrics is not None else ({} if artifact_changed else None)
+            # Compared and written as stored: NaN and ±inf as strings ("nan" != "nan" is False).
+            wanted = encode_metrics(metrics) if metrics is not None else (
+                {} if artifact_changed else None)
             if wanted is not None and (artifact_changed or wanted != last_metrics(
                     old_metrics_raw or b"")):
                 files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
+        # cpv's temporary-file patterns reach older repositories with their next real change,
+        # never as a commit of their own.
+        files[".gitignore"] = ensure_ignored(
+            repo.git.show(head, ".gitignore") if head else None, path,
+            temporary=artifact_changed or METRICS_FILE in files)
         return files
 
     # -- tag -----------------------------------------------------------------------------------
@@ -341,14 +344,17 @@ class CheckpointManager:
         return self.repo.resolve(self.kind, version)[1]
 
     def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
-        """Metrics of two versions side by side: ``{metric: {old, new, delta}}`` plus sizes."""
+        """Metrics of two versions side by side: ``{metric: {old, new, delta}}`` plus sizes.
+
+        A delta is None unless both values are finite numbers (NaN and ±inf have none), and is
+        rounded to the precision of the two values.
+        """
         enable_verbose(verbose)
         a, b = self.metadata(old), self.metadata(new)
         rows: dict[str, dict[str, Any]] = {}
         for key in sorted(set(a.metrics) | set(b.metrics)):
             left, right = a.metrics.get(key), b.metrics.get(key)
-            delta = right - left if _is_number(left) and _is_number(right) else None
-            rows[key] = {"old": left, "new": right, "delta": delta}
+            rows[key] = {"old": left, "new": right, "delta": metric_delta(left, right)}
         return {"old": a.to_dict(), "new": b.to_dict(), "metrics": rows,
                 "size_delta_bytes": b.size_bytes - a.size_bytes}
 
@@ -356,16 +362,23 @@ class CheckpointManager:
 
     def download(self, version: str | None = None, *,
                  output_dir: str | os.PathLike[str] | None = None,
-                 progress: Progress | None = None, verbose: bool = False
-                 ) -> tuple[Path, VersionInfo]:
+                 progress: Progress | None = None, force: bool = False,
+                 verbose: bool = False) -> tuple[Path, VersionInfo]:
         """Write ``version`` (HEAD when None) into ``output_dir``; HEAD and the working tree
         are never touched. The md5 of every file is checked before it appears.
 
-        ``output_dir`` (default: under ``$CPV_HOME/downloads``) is relative to the caller's
-        current directory.
+        Args:
+            output_dir: a folder (created when missing), relative to the caller's current
+                directory; default ``$CPV_HOME/downloads/{team}/{model}/{version}``.
+            force: replace what the folder holds where it differs from the version (a file is
+                never overwritten otherwise; what already matches is kept, not fetched again).
 
         Returns:
             The path written and the version's metadata.
+
+        Raises:
+            CPVError: ``output_dir`` is a file, the download would overwrite the working tree,
+                or a different file (a non-empty folder, for a dataset) is in the way.
         """
         enable_verbose(verbose)
         given = caller_path(output_dir) if output_dir is not None else None
@@ -388,16 +401,24 @@ class CheckpointManager:
             pointer, source, team, model, root = found, repo, repo.team, repo.model, repo.root
         out = given if given is not None else (
             self.config.home / "downloads" / team / model / (info.version or commit[:12]))
+        if out.exists() and not out.is_dir():
+            raise CPVError(f"{out} is a file, not a folder",
+                           hint="Pass -o (output_dir=) a folder to download into; it is created "
+                           "when missing.")
         # A file lands inside the folder (DIR/model.bin); a dataset *is* the folder (DIR/train/).
         target = out if pointer.is_dir else out / pointer.path
         if root is not None and os.path.abspath(target) == str(root / handler.path):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
-        if pointer.is_dir and output_dir is not None and out.exists() and (
-                not out.is_dir() or any(out.iterdir())):
-            raise CPVError(f"{out} exists and is not empty",
-                           hint="Download the dataset into a new or empty folder (it replaces "
-                           "the folder's whole content), or delete that folder first.")
+        if _occupied(target) and not force:
+            if handler.holds(source, pointer, target):
+                logger.info("%s already holds %s %s", target, self.kind, info.version or "HEAD")
+                return target, info
+            what = (f"{target} exists and is not empty" if pointer.is_dir
+                    else f"{target} exists and is not {info.version or 'HEAD'}")
+            raise CPVError(what, hint="Pass --force (API: force=True) to replace " + (
+                "the folder's whole content" if pointer.is_dir else "it") +
+                ", or download into a new folder with -o.")
         try:
             handler.materialize(source, pointer, target, progress=progress or self.progress)
         except OSError as e:
@@ -571,6 +592,13 @@ def restore_and_commit(repo: Repository, restores: list[Restore], message: str, 
     return commit
 
 
+def _occupied(target: Path) -> bool:
+    """Whether writing ``target`` would replace something: a file, or a non-empty folder."""
+    if not os.path.lexists(target):
+        return False
+    return not target.is_dir() or target.is_symlink() or any(target.iterdir())
+
+
 def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
@@ -593,7 +621,3 @@ def enable_verbose(verbose: bool) -> None:
     application (DEBUG) is kept."""
     if verbose and not logger.isEnabledFor(logging.INFO):
         logger.setLevel(logging.INFO)
-
-
-def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
-from cp_manage.fsutil import Progress, md5_bytes, md5_file
+from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import ObjectSource, fetch_object, run_parallel, same_path
 
 if TYPE_CHECKING:
@@ -344,6 +344,8 @@ class DirHandler:
 
         logger.info("Hashing %d new or changed files of %d in %s", len(todo), len(files),
                     self.path)
+        if todo:
+            progress_phase(progress, "hashing")
         run_parallel(add, todo, on_done=added)
         raw = listing_bytes(md5s)
         md5 = md5_bytes(raw)
@@ -398,6 +400,17 @@ class DirHandler:
         except BaseException:
             _remove_tree(built)
             raise
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether the folder ``target`` already holds exactly ``pointer``'s dataset: the same
+        files with the same bytes, and nothing else."""
+        try:
+            files = scan_dataset(target)
+        except (ArtifactNotFoundError, InvalidDatasetError):
+            return False
+        md5s = read_listing(repo, pointer)
+        return {item.relpath for item in files} == set(md5s) and all(
+            md5_file(item.path) == md5s[item.relpath] for item in files)
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
         """``file_count``, ``splits`` (top-level folder → file count), ``sample_count``."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
-from cp_manage.fsutil import Progress
+from cp_manage.fsutil import Progress, progress_phase
 
 if TYPE_CHECKING:
     from cp_manage.backends.cache import LocalCache
@@ -49,6 +49,8 @@ class Handler(Protocol):
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None) -> None: ...
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool: ...
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]: ...
 
@@ -99,6 +101,8 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     files = [oid for oid in ordered if not oid.endswith(".dir")]
     listings = [oid for oid in ordered if oid.endswith(".dir")]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
+    if files:
+        progress_phase(progress, "sending")
     if len(files) == 1:
         repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
     elif files:
@@ -198,6 +202,8 @@ class FileHandler:
         known = repo.state.lookup(self.path, stat)
         if known is None:
             repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
+        if known is None or not repo.cache.has(known):
+            progress_phase(progress, "hashing")
         md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
         repo.state.remember(self.path, stat, md5)
         return Pointer(path=Path(self.path).name, md5=md5, size=stat.size)
@@ -222,6 +228,13 @@ class FileHandler:
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None) -> None:
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether ``target`` is already a file with exactly ``pointer``'s bytes."""
+        from cp_manage.fsutil import md5_file
+
+        return (target.is_file() and not target.is_symlink()
+                and target.stat().st_size == pointer.size and md5_file(target) == pointer.md5)
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
         return {}

@@ -81,10 +81,12 @@ class ModelsCheckpointsManage(CheckpointManager):
     def download_model_checkpoint(self, tag: str | None = None,
                                   output_dir: str | os.PathLike[str] | None = None,
                                   verbose: bool = False, *,
-                                  progress: Progress | None = None) -> ModelArtifacts:
-        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked."""
+                                  progress: Progress | None = None,
+                                  force: bool = False) -> ModelArtifacts:
+        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked; a different
+        ``model.bin`` already there is replaced only with ``force``."""
         path, info = self.download(tag, output_dir=output_dir, progress=progress,
-                                   verbose=verbose)
+                                   force=force, verbose=verbose)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
@@ -100,8 +102,10 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     def get_model_metadata(self, tag: str | None = None, verbose: bool = False
                            ) -> dict[str, Any]:
-        """Metadata of ``tag`` (HEAD when None), from git alone."""
-        return self.metadata(tag, verbose=verbose).to_dict()
+        """Metadata of ``tag`` (HEAD when None), from git alone: the seed's keys (``tag``,
+        ``model_size_mb``, ``metrics``, ``timestamp``, ``team_name``, ``model_name``) and the
+        version's record (``version``, ``md5``, ``size_bytes``, ``created_at``, ...)."""
+        return self.metadata(tag, verbose=verbose).seed_dict()
 
     get_metadata = get_model_metadata
 
