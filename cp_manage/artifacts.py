@@ -2,6 +2,10 @@
 
 A version's metadata travels in its annotated tag as one JSON line after the marker
 ``cpv-metadata:``, so listing and showing versions needs git alone.
+
+Metrics may hold NaN and ±inf (a diverged run still saves its checkpoint). JSON has no such
+numbers, so wherever metrics are written as JSON (``metrics.log``, the tag, ``--json``) they are
+the strings ``"nan"``, ``"inf"`` and ``"-inf"``; reading turns those strings back into floats.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,12 @@ from cp_manage.errors import CPVError
 
 METADATA_MARKER = "cpv-metadata: "
 MAX_METRICS_BYTES = 64 * 1024
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+"""How NaN and ±inf are written in JSON, and the floats they stand for."""
+MODEL_ONLY = ("data_version",)
+DATA_ONLY = ("splits", "sample_count")
+TREE_ONLY = ("file_count", "files")
+"""What a folder has (data, or a model folder) and a single file does not."""
 
 
 @dataclass
@@ -43,13 +55,30 @@ class VersionInfo:
     files: dict[str, dict[str, Any]] | None = None
     """A folder's files (relative path → ``{"size", "md5"}``), for at most 1,000 files."""
 
+    def __post_init__(self) -> None:
+        self.metrics = decode_metrics(self.metrics)
+        self.created_at = utc_timestamp(self.created_at)
+
     @property
     def size_mb(self) -> float:
         return round(self.size_bytes / (1024 * 1024), 3)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, with the seed's keys (``tag``, ``model_size_mb``, ...) as well."""
+        """The version's record: each field once, under one name, and only the fields that
+        mean something for its kind (what ``--json`` prints; metrics hold floats, NaN too)."""
         data = asdict(self)
+        for key in DATA_ONLY if self.kind == "model" else MODEL_ONLY:
+            del data[key]
+        if self.file_count is None:  # a single file
+            for key in TREE_ONLY:
+                del data[key]
+        return data
+
+    def seed_dict(self) -> dict[str, Any]:
+        """The record plus the keys the seed's ``get_model_metadata()`` / ``get_data_metadata()``
+        return (``tag``, ``model_size_mb``, ``timestamp``, ``team_name``, ``model_name``, ...),
+        which scripts written for the seed read."""
+        data = self.to_dict()
         data["size_mb"] = self.size_mb
         data["timestamp"] = self.created_at
         data["team_name"] = self.team
@@ -60,6 +89,7 @@ class VersionInfo:
     def tag_message(self) -> str:
         """The annotation of this version's tag: the human message, then the metadata line."""
         stored = {k: v for k, v in asdict(self).items() if k not in ("commit", "tag")}
+        stored["metrics"] = encode_metrics(self.metrics)
         summary = self.message or f"cpv {self.kind} {self.version}"
         return f"{summary}\n\n{METADATA_MARKER}{json.dumps(stored, sort_keys=True)}\n"
 
@@ -114,7 +144,10 @@ class DataArtifacts:
 
 
 def check_metrics(metrics: object) -> dict[str, Any]:
-    """Metrics must be a JSON object of finite values, at most 64 KiB serialised.
+    """Metrics must be a JSON object, at most 64 KiB serialised.
+
+    Returns:
+        The metrics as they are stored: NaN and ±inf as ``"nan"``, ``"inf"``, ``"-inf"``.
 
     Raises:
         CPVError: naming the offending key and what to do.
@@ -124,13 +157,11 @@ def check_metrics(metrics: object) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         raise CPVError(f"Metrics must be a dict, not {type(metrics).__name__}",
                        hint="Pass metrics like {'accuracy': 0.93, 'loss': 0.21}.")
-    for key, value in metrics.items():
+    for key in metrics:
         if not isinstance(key, str) or not key:
             raise CPVError(f"Metric names must be non-empty strings, not {key!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CPVError(f"Metric {key!r} is {value}", hint="Record only finite numbers.")
     try:
-        text = json.dumps(metrics, sort_keys=True, allow_nan=False)
+        text = json.dumps(encode_metrics(metrics), sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise CPVError(f"Metrics are not JSON-serialisable ({e})",
                        hint="Use numbers, strings, booleans, lists and dicts only "
@@ -140,3 +171,57 @@ def check_metrics(metrics: object) -> dict[str, Any]:
                        f"{MAX_METRICS_BYTES}", hint="Record summary numbers, not raw arrays.")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+def encode_metrics(value: Any) -> Any:
+    """``value`` ready for JSON: every NaN or ±inf float, however deeply nested, becomes
+    ``"nan"``, ``"inf"`` or ``"-inf"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: encode_metrics(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_metrics(v) for v in value]
+    return value
+
+
+def decode_metrics(value: Any) -> Any:
+    """The inverse of ``encode_metrics``: ``"nan"``, ``"inf"``, ``"-inf"`` become floats."""
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_metrics(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_metrics(v) for v in value]
+    return value
+
+
+def is_finite_number(value: object) -> bool:
+    """A number a delta can be taken of: int or float, not bool, not NaN or ±inf."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def metric_delta(old: Any, new: Any) -> int | float | None:
+    """``new - old`` at the precision the two values were written with (``0.83 - 0.81`` is
+    ``0.02``, not ``0.019999999999999907``); None unless both are finite numbers."""
+    if not (is_finite_number(old) and is_finite_number(new)):
+        return None
+    if isinstance(old, int) and isinstance(new, int):
+        return new - old
+    # repr() is the shortest text that reads back as the same float: subtract those decimals.
+    return float(Decimal(repr(new)) - Decimal(repr(old)))
+
+
+def utc_timestamp(text: str) -> str:
+    """``text`` as UTC ISO 8601 with a ``Z`` (``2024-05-01T12:00:00Z``); text that is not a
+    timestamp with a zone is returned as it is."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return text
+    if parsed.tzinfo is None:
+        return text
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="seconds") + "Z"

@@ -50,6 +50,10 @@ class VersionExistsError(CPVError, ValueError):
         self.version = version
 
 
+SHOWN_VERSIONS = 5
+"""How many of the known versions a VersionNotFoundError names (the newest ones)."""
+
+
 class VersionNotFoundError(CPVError, LookupError):
     """A version does not exist, locally or on the remote."""
 
@@ -57,8 +61,11 @@ class VersionNotFoundError(CPVError, LookupError):
                  kind: str = "model") -> None:
         if known is None:
             hint = f"Run 'cpv {kind} list' to see the versions there are."
+        elif len(known) > SHOWN_VERSIONS:
+            hint = (f"Newest {kind} versions: {', '.join(known[-SHOWN_VERSIONS:])} … and "
+                    f"{len(known) - SHOWN_VERSIONS} more. Run 'cpv {kind} list' to see them all.")
         else:
-            listing = ", ".join(known[-5:]) if known else "none yet"
+            listing = ", ".join(known) if known else "none yet"
             hint = f"Known {kind} versions: {listing}. Run 'cpv {kind} list' to see them all."
         super().__init__(f"No {kind} version {version}", hint=hint)
         self.version = version

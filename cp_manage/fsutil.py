@@ -32,7 +32,16 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, er
                    errno.ENOTSUP, errno.ETXTBSY}
 
 Progress = Callable[[int, int], None]
-"""A progress callback: ``progress(bytes_done, bytes_total)``."""
+"""A progress callback: ``progress(bytes_done, bytes_total)``. An upload has two phases,
+``"hashing"`` then ``"sending"``; each counts from 0 again, and a callback that also has a
+``phase(name)`` method is told when each begins (see ``progress_phase``)."""
+
+
+def progress_phase(progress: Progress | None, name: str) -> None:
+    """Tell ``progress`` that the phase ``name`` of a transfer begins, when it listens."""
+    phase = getattr(progress, "phase", None)
+    if callable(phase):
+        phase(name)
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:

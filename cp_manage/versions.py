@@ -59,8 +59,24 @@ def parse_version(text: object, *, kind: Kind = "model") -> Version:
     match = _VERSION_RE.fullmatch(body)
     if match is None:
         # repr() shows trailing spaces and control characters for what they are.
-        raise InvalidVersionError(f"{text[:80]!r} is not a valid {kind} version")
+        message = f"{text[:80]!r} is not a valid {kind} version"
+        meant = _meant(body)
+        if meant is None:
+            raise InvalidVersionError(message)
+        prefix = text[: len(text) - len(body)]
+        raise InvalidVersionError(message, hint=f"Did you mean {prefix}{meant}? "
+                                  f"{InvalidVersionError.default_hint}")
     return Version(int(match.group(1)), int(match.group(2)))
+
+
+def _meant(body: str) -> str | None:
+    """The version a malformed name most likely stands for: ``0.1``, ``V0.1``, ``v1`` and
+    ``1`` become ``v0.1``, ``v0.1``, ``v1.0`` and ``v1.0``; None when no guess is safe."""
+    match = re.fullmatch(r"[vV]?([0-9]{1,9})(?:\.([0-9]{1,9}))?", body)
+    if match is None:
+        return None
+    guess = f"v{int(match.group(1))}.{int(match.group(2) or 0)}"
+    return guess if guess != body else None
 
 
 def version_from_tag(tag: str, kind: Kind) -> Version | None:

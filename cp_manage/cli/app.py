@@ -71,6 +71,23 @@ def _register() -> None:
     cli.add_command(config_cmd.config)
     for extra in checkpoints.extra_commands():
         cli.add_command(extra)
+    _verbose_everywhere(cli)
+
+
+def _turn_on_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().params["verbose"] = True  # what the error boundary reads
+        output.setup_logging(True)
+
+
+def _verbose_everywhere(group: click.Group) -> None:
+    """Accept ``-v`` / ``--verbose`` after any subcommand too (``cpv model list -v``)."""
+    for command in group.commands.values():
+        command.params.append(click.Option(
+            ["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
+            callback=_turn_on_verbose, help="Log what happens, and show tracebacks."))
+        if isinstance(command, click.Group):
+            _verbose_everywhere(command)
 
 
 _register()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,13 +39,25 @@ def _manager(kind: str, repo: str | None, *, team: str | None = None,
 
 
 def parse_metric(text: str) -> tuple[str, Any]:
-    """``K=V``: V as JSON when it parses (numbers, true/false), else as a string."""
+    """``K=V``: V as a number (``nan``, ``inf`` and ``-inf`` included, as the API takes
+    ``float("nan")``), else as JSON when it parses (true/false, a quoted string), else as text,
+    with a warning: ``accuracy=0,81`` is most likely a typo for a number."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--metric")
     try:
+        number = float(raw)  # also reads nan, inf, -inf, Infinity, in any case
+    except ValueError:
+        number = 0.0
+    if not math.isfinite(number):
+        return key, number
+    try:
         value = json.loads(raw)
     except ValueError:
+        hint = (f"Write {raw.replace(',', '.')} for a number" if
+                re.fullmatch(r"\s*[-+]?\d+,\d+\s*", raw) else
+                f"Quote it ({key}='\"{raw}\"') to record text on purpose")
+        output.warning(f"metric {key}: {raw!r} is not a number; recorded as text. {hint}.")
         value = raw
     return key, value
 
@@ -63,7 +77,15 @@ def _load_metrics(metric: tuple[str, ...], metrics_file: str | None) -> dict[str
         if not isinstance(loaded, dict):
             raise CPVError(f"{metrics_file} must hold a JSON object")
         values.update(loaded)
-    values.update(dict(parse_metric(m) for m in metric))
+    given: set[str] = set()
+    for text in metric:
+        key, value = parse_metric(text)
+        if key in given or key in values:
+            where = "twice" if key in given else f"in {metrics_file} and with --metric"
+            raise click.BadParameter(f"metric {key!r} is given {where}; give each metric once",
+                                     param_hint="--metric")
+        given.add(key)
+        values[key] = value
     return values
 
 
@@ -189,7 +211,7 @@ def make_group(kind: str) -> click.Group:
                 for name, r in {**result["metrics"], **result.get("stats", {})}.items()]
         rows.append(["size", output.human_size(a["size_bytes"]),
                      output.human_size(b["size_bytes"]),
-                     f"{result['size_delta_bytes']:+d} B"])
+                     output.human_size_delta(result["size_delta_bytes"])])
         output.table(["", a["version"] or "HEAD", b["version"] or "HEAD", "delta"], rows)
         if result.get("files") is not None:
             output.info(", ".join(f"{len(names)} {change}"
@@ -203,7 +225,9 @@ def make_group(kind: str) -> click.Group:
                    "HEAD are never touched.")
     @click.argument("version", required=False)
     @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False),
-                  help="Folder to write into (default: ./{model}-{version}).")
+                  help="Folder to write into (default: ./{model}-{version}, or beside the "
+                  "repository when the current directory is inside it).")
+    @click.option("--force", is_flag=True, help="Replace different files already there.")
     @click.option("--team", help="With --model: fetch without a clone, from the configured "
                   "remotes.")
     @click.option("--model", help="With --team: the model to fetch.")
@@ -212,18 +236,15 @@ def make_group(kind: str) -> click.Group:
     @click.option("--exclude", multiple=True, metavar="GLOB", help="For a folder: skip files "
                   "whose path, name or folder matches GLOB; repeatable.")
     @repo_option
-    def download(version: str | None, output_dir: str | None, team: str | None,
+    def download(version: str | None, output_dir: str | None, force: bool, team: str | None,
                  model: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
                  repo: str | None) -> None:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
-            name = model or manager.repo.model
-            label = version or ("latest" if model else "HEAD")
-            output_dir = str(Path.cwd() / (f"{name}-data-{label.removeprefix('data/')}"
-                                           if kind == "data" else f"{name}-{label}"))
+            output_dir = str(_default_download_dir(kind, manager, version, model))
         with output.transfer_progress(f"downloading {kind}") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress,
-                                          include=include, exclude=exclude)
+                                          include=include, exclude=exclude, force=force)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
                        f"(md5 {info.md5} verified)")
 
@@ -241,6 +262,26 @@ def make_group(kind: str) -> click.Group:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
     return group
+
+
+def _default_download_dir(kind: str, manager: CheckpointManager, version: str | None,
+                          model: str | None) -> Path:
+    """``./{model}-{version}``; beside the repository when the current directory is inside
+    its working tree (a download never lands in the working tree unasked)."""
+    from cp_manage.errors import NotARepositoryError
+
+    try:
+        root: Path | None = manager.repo.root
+    except NotARepositoryError:
+        if model is None:
+            raise
+        root = None  # no clone: fetched from the remotes
+    name = model or manager.repo.model
+    label = version or ("latest" if model else "HEAD")
+    folder = (f"{name}-data-{label.removeprefix('data/')}" if kind == "data"
+              else f"{name}-{label}")
+    here = Path.cwd()
+    return (root.parent if root is not None and here.is_relative_to(root) else here) / folder
 
 
 def _fmt(value: Any) -> str:

@@ -69,7 +69,7 @@ def revert(version: str, force: bool, repo: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @repo_option
 def show(version: str | None, as_json: bool, repo: str | None) -> None:
-    result = _manager(repo).get_combined_metadata(version)
+    result = _manager(repo).get_combined_metadata(version, record=True)
     if as_json:
         output.print_json(result)
         return

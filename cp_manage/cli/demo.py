@@ -2,6 +2,7 @@
 
 It runs the real ``cpv`` commands in a fresh folder with its own ``CPV_HOME`` (a local bare git
 remote and a local DVC storage remote), so it needs no configuration and touches nothing else.
+That temporary folder is removed at the end unless ``--keep`` asks to explore it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ TEAM, MODEL = "AI-Convo", "faster-whisper"
 
 
 def _run(args: list[str], *, env: dict[str, str], cwd: Path) -> str:
-    click.secho(f"\n$ cpv {shlex.join(args)}", fg="cyan", bold=True)
+    output.step(f"\n$ cpv {shlex.join(args)}")
     result = subprocess.run([sys.executable, "-m", "cp_manage.cli.app", *args], cwd=cwd,
                             env=env, capture_output=True, text=True, timeout=300, check=False)
     click.echo(result.stdout.rstrip())
@@ -47,11 +49,27 @@ def _checkpoint(path: Path, seed: int, size: int) -> str:
 
 @click.command(help="Run the model lifecycle end to end in a scratch folder, narrated.")
 @click.option("--workdir", type=click.Path(file_okay=False),
-              help="Where to work (default: a new temporary folder, kept for you to explore).")
+              help="Where to work (default: a new temporary folder, removed at the end).")
+@click.option("--keep", is_flag=True, help="Keep the temporary folder to explore it.")
 @click.option("--size-mib", default=16, show_default=True, help="Size of each fake checkpoint.")
-def demo(workdir: str | None, size_mib: int) -> None:
-    root = Path(workdir or tempfile.mkdtemp(prefix="cpv-demo-")).absolute()
-    root.mkdir(parents=True, exist_ok=True)
+def demo(workdir: str | None, keep: bool, size_mib: int) -> None:
+    if workdir is not None:  # the user's own folder: always kept
+        root = Path(workdir).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        _walk_through(root, size_mib, keep=True)
+        return
+    root = Path(tempfile.mkdtemp(prefix="cpv-demo-")).absolute()
+    try:
+        _walk_through(root, size_mib, keep=keep)
+    finally:
+        if not keep:
+            try:
+                shutil.rmtree(root)
+            except OSError as e:
+                output.warning(f"Could not remove the demo's folder {root}: {e}")
+
+
+def _walk_through(root: Path, size_mib: int, *, keep: bool) -> None:
     env = {**os.environ, "CPV_HOME": str(root / "cpv-home"), "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     for var, value in (("GIT_AUTHOR_NAME", "cpv demo"), ("GIT_AUTHOR_EMAIL", "demo@cpv.invalid"),
@@ -95,8 +113,12 @@ def demo(workdir: str | None, size_mib: int) -> None:
                 f"{'yes' if now == first else 'NO'}")
     log = subprocess.run(["git", "log", "--oneline", "--decorate"], cwd=repo, env=env,
                          capture_output=True, text=True, check=True).stdout
-    click.secho("\n$ git log --oneline --decorate", fg="cyan", bold=True)
+    output.step("\n$ git log --oneline --decorate")
     click.echo(log.rstrip())
     if got != first or now != first:
         raise click.ClickException("the demo's checks failed")
-    output.success(f"\nDemo finished. Explore it: cd {repo} && cpv model list")
+    if keep:
+        output.success(f"\nDemo finished. Explore it: cd {repo} && cpv model list")
+    else:
+        output.success(f"\nDemo finished; its folder {root} is removed ('cpv demo --keep' "
+                       "keeps it to explore).")

@@ -1,6 +1,8 @@
 """Everything the CLI shows: the only code in cpv that prints.
 
-Rich is imported only when a table or a progress bar is drawn, so ``cpv --help`` stays quick.
+Rich is imported only when a table or a progress bar is drawn on a terminal, so ``cpv --help``
+stays quick. Output that is not a terminal gets plain text: aligned columns, no colour, no
+progress bars. ``NO_COLOR`` (https://no-color.org) turns colour off everywhere.
 """
 
 from __future__ import annotations
@@ -8,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cp_manage.fsutil import Progress
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 
 def setup_logging(verbose: bool) -> None:
@@ -31,24 +36,47 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger("filelock").setLevel(logging.WARNING)
 
 
+def colour() -> bool | None:
+    """click's ``color=``: False under ``NO_COLOR``, else None (colour on a terminal only)."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
 def info(message: str) -> None:
     click.echo(message)
 
 
 def success(message: str) -> None:
-    click.secho(message, fg="green")
+    click.secho(message, fg="green", color=colour())
+
+
+def step(message: str) -> None:
+    """A heading, such as the command a walkthrough runs next."""
+    click.secho(message, fg="cyan", bold=True, color=colour())
+
+
+def warning(message: str) -> None:
+    click.secho(f"warning: {message}", fg="yellow", err=True, color=colour())
 
 
 def error(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
+    click.secho(f"error: {message}", fg="red", err=True, color=colour())
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    """Valid JSON: NaN and ±inf (in metrics) as the strings "nan", "inf", "-inf"."""
+    from cp_manage.artifacts import encode_metrics
+
+    click.echo(json.dumps(encode_metrics(data), indent=2, sort_keys=True, default=str,
+                          allow_nan=False))
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str | None = None
           ) -> None:
+    """A table: drawn with rich on a terminal; plain aligned columns, one line per row and
+    never wrapped, when stdout is a pipe or a file."""
+    if not sys.stdout.isatty():
+        _plain_table(columns, rows, title=title)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -58,6 +86,17 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, title: str |
     Console().print(view)
 
 
+def _plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *,
+                 title: str | None) -> None:
+    lines = [list(columns), *[list(row) for row in rows]]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    if title:
+        click.echo(title)
+    for line in lines:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+                   .rstrip())
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -65,6 +104,11 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+def human_size_delta(delta: int) -> str:
+    """A signed size in human units: ``+1.5 MiB``, ``-512 B``, ``+0 B``."""
+    return f"{'-' if delta < 0 else '+'}{human_size(abs(delta))}"
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -77,31 +121,44 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+class TransferBar:
+    """The progress callback behind one bar: each phase of a transfer (``hashing``, then
+    ``sending``) names itself in the bar's text and fills the same bar again."""
+
+    def __init__(self, bar: RichProgress, task: TaskID, label: str) -> None:
+        self._bar, self._task, self._label = bar, task, label
+        self._lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        with self._lock:
+            self._bar.update(self._task, completed=done, total=total)
+
+    def phase(self, name: str) -> None:
+        with self._lock:
+            self._bar.reset(self._task, description=f"{self._label}: {name}", total=None)
+
+
 @contextlib.contextmanager
-def transfer_progress(description: str) -> Iterator[Progress | None]:
-    """A progress bar on stderr while bytes move (only on a terminal)."""
+def transfer_progress(description: str) -> Iterator[TransferBar | None]:
+    """One progress bar on stderr while bytes move (only on a terminal), counted in the
+    binary units of the summary line (KiB, MiB, GiB)."""
     if not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+    from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress
+    from rich.text import Text
 
-    bar = RichProgress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                       TransferSpeedColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
-    lock = threading.Lock()
+    class BytesColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            done = human_size(int(task.completed))
+            moved = f"{done} / {human_size(int(task.total))}" if task.total else done
+            speed = task.finished_speed or task.speed
+            return Text(f"{moved}  {human_size(int(speed))}/s" if speed else moved)
+
+    bar = RichProgress(TextColumn("{task.description}"), BarColumn(), BytesColumn(),
+                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
     task = bar.add_task(description, total=None)
-
-    def update(done: int, total: int) -> None:
-        with lock:
-            bar.update(task, completed=done, total=total)
-
     with bar:
-        yield update
+        yield TransferBar(bar, task, description)

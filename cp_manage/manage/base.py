@@ -212,7 +212,8 @@ class CheckpointManager(VersionTagging):
         """Two versions side by side: metrics (``{metric: {old, new, delta}}``), sizes and, for
         a folder, the files added, removed and modified (``files``: their paths;
         ``file_changes``: one row per file with ``old_size`` and ``new_size`` in bytes). Both
-        are None when the listings cannot be reached."""
+        are None when the listings cannot be reached. A metric's delta is None unless both
+        values are finite numbers, and is rounded to the precision of the two values."""
         enable_verbose(verbose)
         a, b = self.metadata(old), self.metadata(new)
         result: dict[str, Any] = {"old": a.to_dict(), "new": b.to_dict(),
@@ -247,26 +248,31 @@ class CheckpointManager(VersionTagging):
     def download(self, version: str | None = None, *,
                  output_dir: str | os.PathLike[str] | None = None,
                  progress: Progress | None = None, include: Sequence[str] | None = None,
-                 exclude: Sequence[str] | None = None, verbose: bool = False
-                 ) -> tuple[Path, VersionInfo]:
+                 exclude: Sequence[str] | None = None, force: bool = False,
+                 verbose: bool = False) -> tuple[Path, VersionInfo]:
         """Write ``version`` (HEAD when None) into ``output_dir``; HEAD and the working tree
         are never touched. The md5 of every file is checked before it appears.
 
         A file lands inside the folder (``DIR/model.bin``); a folder artifact *is* the folder
-        (``DIR/config.json``, ``DIR/train/...``), which must be new or empty. ``output_dir``
-        (default: under ``$CPV_HOME/downloads``) is relative to the caller's current directory.
+        (``DIR/config.json``, ``DIR/train/...``).
 
         Args:
+            output_dir: a folder (created when missing), relative to the caller's current
+                directory; default ``$CPV_HOME/downloads/{team}/{model}/{version}``.
             include: for a folder, fetch only the files matching one of these patterns.
             exclude: for a folder, skip the files matching one of these patterns (see
                 ``cp_manage.manage.compare`` for how patterns match).
+            force: replace what the folder holds where it differs from the version (a file is
+                never overwritten otherwise; what already matches is kept, not fetched again).
 
         Returns:
             The path written and the version's metadata.
 
         Raises:
             VersionNotFoundError, ArtifactNotFoundError (no file matches), IntegrityError,
-            StorageError, CPVError.
+            StorageError.
+            CPVError: ``output_dir`` is a file, the download would overwrite the working tree,
+                or a different file (a non-empty folder, for a folder artifact) is in the way.
         """
         enable_verbose(verbose)
         given = caller_path(output_dir) if output_dir is not None else None
@@ -294,19 +300,27 @@ class CheckpointManager(VersionTagging):
                            hint="Download it without them.")
         out = given if given is not None else (
             self.config.home / "downloads" / team / model / (info.version or commit[:12]))
+        if out.exists() and not out.is_dir():
+            raise CPVError(f"{out} is a file, not a folder",
+                           hint="Pass -o (output_dir=) a folder to download into; it is created "
+                           "when missing.")
         target = out if spec.tree else out / pointer.path
         if root is not None and os.path.abspath(target) == str(root / spec.path):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
-        if spec.tree and output_dir is not None and out.exists() and (
-                not out.is_dir() or any(out.iterdir())):
-            raise CPVError(f"{out} exists and is not empty",
-                           hint=f"Download the {self.kind} folder into a new or empty folder "
-                           "(it replaces the folder's whole content), or delete that folder "
-                           "first.")
+        handler = handler_for(spec)
+        if _occupied(target) and not force:
+            if select is None and handler.holds(source, pointer, target):
+                logger.info("%s already holds %s %s", target, self.kind, info.version or "HEAD")
+                return target, info
+            what = (f"{target} exists and is not empty" if spec.tree
+                    else f"{target} exists and is not {info.version or 'HEAD'}")
+            raise CPVError(what, hint="Pass --force (API: force=True) to replace " + (
+                "the folder's whole content" if spec.tree else "it") +
+                ", or download into a new folder with -o.")
         try:
-            handler_for(spec).materialize(source, pointer, target,
-                                          progress=progress or self.progress, select=select)
+            handler.materialize(source, pointer, target, progress=progress or self.progress,
+                                select=select)
         except OSError as e:
             if isinstance(e, CPVError):
                 raise
@@ -364,3 +378,10 @@ class CheckpointManager(VersionTagging):
         state = check_workspace(repo, spec, force=force, refusal_hint=(
             f"Upload them first ('cpv {self.kind} upload'), or pass --force to discard them."))
         return Restore(repo, spec, wanted, info.metrics, state)
+
+
+def _occupied(target: Path) -> bool:
+    """Whether writing ``target`` would replace something: a file, or a non-empty folder."""
+    if not os.path.lexists(target):
+        return False
+    return not target.is_dir() or target.is_symlink() or any(target.iterdir())

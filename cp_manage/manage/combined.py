@@ -257,14 +257,19 @@ class CombinedCheckpointsManage:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_combined_metadata(self, tag: str | None = None, verbose: bool = False
-                              ) -> dict[str, Any]:
+    def get_combined_metadata(self, tag: str | None = None, verbose: bool = False, *,
+                              record: bool = False) -> dict[str, Any]:
         """The model and the data of ``tag`` (HEAD when None) and how they are linked, from
         git alone.
 
+        Args:
+            record: describe model and data by their records alone (``VersionInfo.to_dict``:
+                each field once, as ``--json`` prints), without the seed's extra keys.
+
         Returns:
             ``{"version", "model", "data", "lineage"}``: ``model`` and ``data`` are metadata
-            dicts (``data`` is None when there is no dataset); ``lineage`` holds
+            dicts as ``get_model_metadata`` and ``get_data_metadata`` return them (``data`` is
+            None when there is no dataset); ``lineage`` holds
             ``data_version`` (the data the model was trained on: a data tag, else
             ``md5:<hash>``), ``same_commit`` and ``trained_on_this_data`` (the data shown is
             the data the model's commit holds).
@@ -277,10 +282,11 @@ class CombinedCheckpointsManage:
         except NothingToDoError:
             data_info = None
         trained_on = repo.pointer_at(model_commit, DATA.path)
+        as_dict = VersionInfo.to_dict if record else VersionInfo.seed_dict
         return {
             "version": model_info.version,
-            "model": model_info.to_dict(),
-            "data": data_info.to_dict() if data_info else None,
+            "model": as_dict(model_info),
+            "data": as_dict(data_info) if data_info else None,
             "lineage": {
                 "data_version": model_info.data_version,
                 "same_commit": data_info is not None and data_info.commit == model_commit,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
-from typing import Any, TypeGuard
+from typing import Any
 
-from cp_manage.artifacts import VersionInfo
+from cp_manage.artifacts import VersionInfo, metric_delta
 
 TreeEntries = dict[str, tuple[str, int | None]]
 """A folder version's files: relative path → (md5, size in bytes or None when unknown)."""
@@ -45,12 +45,12 @@ def file_selector(include: Sequence[str] | None, exclude: Sequence[str] | None
 
 
 def metric_rows(old: VersionInfo, new: VersionInfo) -> dict[str, dict[str, Any]]:
-    """``{metric: {old, new, delta}}``; delta is None unless both values are numbers."""
+    """``{metric: {old, new, delta}}``; delta is None unless both values are finite numbers
+    (see ``cp_manage.artifacts.metric_delta``)."""
     rows: dict[str, dict[str, Any]] = {}
     for key in sorted(set(old.metrics) | set(new.metrics)):
         left, right = old.metrics.get(key), new.metrics.get(key)
-        delta = right - left if is_number(left) and is_number(right) else None
-        rows[key] = {"old": left, "new": right, "delta": delta}
+        rows[key] = {"old": left, "new": right, "delta": metric_delta(left, right)}
     return rows
 
 
@@ -92,7 +92,3 @@ def file_changes(before: TreeEntries, after: TreeEntries
                                   ("modified", modified)) for path in paths]
     rows.sort(key=lambda row: str(row["path"]))
     return {"added": added, "removed": removed, "modified": modified}, rows
-
-
-def is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

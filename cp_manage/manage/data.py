@@ -151,7 +151,7 @@ class DataCheckpointsManage(CheckpointManager):
                           ) -> dict[str, Any]:
         """Metadata of ``tag`` (HEAD when None), from git alone: ``file_count``, ``splits``,
         ``sample_count``, ``size_mb``, ``md5``, ``timestamp``, ..."""
-        return self.metadata(tag, verbose=verbose).to_dict()
+        return self.metadata(tag, verbose=verbose).seed_dict()
 
     get_metadata = get_data_metadata
 
@@ -173,11 +173,13 @@ class DataCheckpointsManage(CheckpointManager):
     def download_data_checkpoint(self, tag: str | None = None,
                                  output_dir: str | os.PathLike[str] | None = None,
                                  verbose: bool = False, *,
-                                 progress: Progress | None = None) -> DataArtifacts:
+                                 progress: Progress | None = None,
+                                 force: bool = False) -> DataArtifacts:
         """Fetch ``tag`` (HEAD when None) into ``output_dir`` (a new or empty folder, which
-        receives the dataset's own tree: ``output_dir/train/...``), every file md5-checked."""
+        receives the dataset's own tree: ``output_dir/train/...``), every file md5-checked. A
+        folder holding anything else is replaced only with ``force``."""
         path, info = self.download(tag, output_dir=output_dir, progress=progress,
-                                   verbose=verbose)
+                                   force=force, verbose=verbose)
         return DataArtifacts(data_path=path, version=info.version, tag=info.tag,
                              size_mb=info.size_mb, timestamp=info.created_at,
                              file_count=int(info.file_count or 0),

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
-from cp_manage.fsutil import Progress, md5_bytes, md5_file
+from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import (
     ObjectSource,
     Select,
@@ -370,6 +370,7 @@ class DirHandler:
                     source)
         if todo:
             repo.warm_up_storage()  # connect while hashing: new files are about to be uploaded
+            progress_phase(progress, "hashing")
         run_parallel(add, todo, on_done=added)
         raw = listing_bytes(md5s)
         md5 = md5_bytes(raw)
@@ -436,6 +437,17 @@ class DirHandler:
         except BaseException:
             _remove_tree(built)
             raise
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether the folder ``target`` already holds exactly ``pointer``'s dataset: the same
+        files with the same bytes, and nothing else."""
+        try:
+            files = scan_dataset(target)
+        except (ArtifactNotFoundError, InvalidDatasetError):
+            return False
+        md5s = read_listing(repo, pointer)
+        return {item.relpath for item in files} == set(md5s) and all(
+            md5_file(item.path) == md5s[item.relpath] for item in files)
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
         """``file_count`` and, for at most ``FILES_IN_METADATA`` files all in the local cache,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
-from cp_manage.fsutil import Progress, md5_file
+from cp_manage.fsutil import Progress, md5_file, progress_phase
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class Handler(Protocol):
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None, select: Select | None = None) -> None:
         """Write ``pointer``'s artifact at ``target`` as private writable files, md5-checked."""
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether ``target`` already holds exactly ``pointer``'s artifact."""
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
         """Extra metadata a version's tag records."""
@@ -147,6 +150,8 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     files = [oid for oid in ordered if not oid.endswith(".dir")]
     listings = [oid for oid in ordered if oid.endswith(".dir")]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
+    if files:
+        progress_phase(progress, "sending")
     if len(files) == 1:
         repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
     elif files:
@@ -255,6 +260,8 @@ class FileHandler:
         known = repo.state.lookup(key, found)
         if known is None:
             repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
+        if known is None or not repo.cache.has(known):
+            progress_phase(progress, "hashing")
         md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
         repo.state.remember(key, found, md5)
         return Pointer(path=self.path, md5=md5, size=found.size)
@@ -277,6 +284,11 @@ class FileHandler:
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None, select: Select | None = None) -> None:
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
+
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether ``target`` is already a file with exactly ``pointer``'s bytes."""
+        return (target.is_file() and not target.is_symlink()
+                and target.stat().st_size == pointer.size and md5_file(target) == pointer.md5)
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
         return {}

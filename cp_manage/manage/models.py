@@ -95,12 +95,15 @@ class ModelsCheckpointsManage(CheckpointManager):
                                   output_dir: str | os.PathLike[str] | None = None,
                                   verbose: bool = False, *, progress: Progress | None = None,
                                   include: Sequence[str] | None = None,
-                                  exclude: Sequence[str] | None = None) -> ModelArtifacts:
-        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked. A folder
-        checkpoint is laid directly in ``output_dir`` (``model_path`` is that folder), all of
-        it or the files ``include``/``exclude`` pick."""
+                                  exclude: Sequence[str] | None = None,
+                                  force: bool = False) -> ModelArtifacts:
+        """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked; a different
+        ``model.bin`` already there is replaced only with ``force``. A folder checkpoint is
+        laid directly in ``output_dir`` (``model_path`` is that folder), all of it or the
+        files ``include``/``exclude`` pick."""
         path, info = self.download(tag, output_dir=output_dir, progress=progress,
-                                   include=include, exclude=exclude, verbose=verbose)
+                                   include=include, exclude=exclude, force=force,
+                                   verbose=verbose)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
@@ -116,8 +119,10 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     def get_model_metadata(self, tag: str | None = None, verbose: bool = False
                            ) -> dict[str, Any]:
-        """Metadata of ``tag`` (HEAD when None), from git alone."""
-        return self.metadata(tag, verbose=verbose).to_dict()
+        """Metadata of ``tag`` (HEAD when None), from git alone: the seed's keys (``tag``,
+        ``model_size_mb``, ``metrics``, ``timestamp``, ``team_name``, ``model_name``) and the
+        version's record (``version``, ``md5``, ``size_bytes``, ``created_at``, ...)."""
+        return self.metadata(tag, verbose=verbose).seed_dict()
 
     get_metadata = get_model_metadata
 

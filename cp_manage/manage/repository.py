@@ -59,6 +59,11 @@ TAG_ATTEMPTS = 30
 
 Changes = dict[str, bytes]
 
+IGNORE_COMMENT = "# cpv's temporary files"
+TEMPORARY_PATTERNS = ("*.cpv-tmp", "*.cpv-tmpdir", "*.cpv-old", "*.cpv-discarded")
+"""What cpv writes beside the files it replaces: half-written files and folders, an old
+dataset being swapped out, work a forced revert set aside. None of it belongs in git."""
+
 
 @dataclass(frozen=True)
 class InitResult:
@@ -273,7 +278,8 @@ class Repository:
             REPO_FILE: self._repo_file_bytes(),
             "README.md": templates.readme(self.team, self.model, self.model_spec).encode(),
             "train.py": templates.train_script(self.team, self.model, self.model_spec).encode(),
-            ".gitignore": f"/{self.model_spec.path}\n/{DATA_PATH}\n".encode(),
+            ".gitignore": ensure_ignored(f"/{self.model_spec.path}\n/{DATA_PATH}\n".encode(),
+                                         self.model_spec.path, temporary=True),
             METRICS_FILE: b"",
             ".dvcignore": templates.DVCIGNORE.encode(),
             ".dvc/.gitignore": b"/config.local\n/tmp\n/cache\n",
@@ -725,15 +731,19 @@ def append_metrics(raw: bytes | None, metrics: dict[str, Any]) -> bytes:
     return (text + json.dumps(metrics, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def ensure_ignored(raw: bytes | None, path: str) -> bytes:
-    """``.gitignore`` with ``/path`` in it (DVC-tracked artifacts never enter git)."""
+def ensure_ignored(raw: bytes | None, path: str, *, temporary: bool = False) -> bytes:
+    """``.gitignore`` with ``/path`` in it (DVC-tracked artifacts never enter git) and, with
+    ``temporary``, the patterns of cpv's temporary files."""
     text = (raw or b"").decode("utf-8", "replace")
-    entry = f"/{path}"
-    if entry in text.splitlines():
+    lines = text.splitlines()
+    missing = [f"/{path}"] if f"/{path}" not in lines else []
+    if temporary and not set(TEMPORARY_PATTERNS) <= set(lines):
+        missing += [IGNORE_COMMENT, *[p for p in TEMPORARY_PATTERNS if p not in lines]]
+    if not missing:
         return text.encode()
     if text and not text.endswith("\n"):
         text += "\n"
-    return (text + entry + "\n").encode()
+    return (text + "".join(f"{line}\n" for line in missing)).encode()
 
 
 def utc_now() -> str:

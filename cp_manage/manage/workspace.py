@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cp_manage.artifacts import encode_metrics
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import PointerError, UnsavedChangesError
 from cp_manage.fsutil import Progress
@@ -43,19 +44,22 @@ def pointer_changes(repo: Repository, spec: ArtifactSpec, head: str | None, poin
     the metrics differ from HEAD's; a new artifact without metrics gets an empty line, so the
     last line always describes the current artifact.
     """
-    files = {
-        spec.pointer_file: pointer.dumps().encode(),
-        ".gitignore": ensure_ignored(repo.git.show(head, ".gitignore") if head else None,
-                                     spec.path),
-    }
+    files = {spec.pointer_file: pointer.dumps().encode()}
+    artifact_changed = (repo.git.show(head, spec.pointer_file) if head else None) != files[
+        spec.pointer_file]
     if spec.records_metrics:
         old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
-        old_pointer = repo.git.show(head, spec.pointer_file) if head else None
-        artifact_changed = old_pointer != files[spec.pointer_file]
-        wanted = metrics if metrics is not None else ({} if artifact_changed else None)
+        # Compared and written as stored: NaN and ±inf as strings ("nan" != "nan" is False).
+        wanted = encode_metrics(metrics) if metrics is not None else (
+            {} if artifact_changed else None)
         if wanted is not None and (artifact_changed or wanted != last_metrics(
                 old_metrics_raw or b"")):
             files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
+    # cpv's temporary-file patterns reach older repositories with their next real change,
+    # never as a commit of their own.
+    files[".gitignore"] = ensure_ignored(
+        repo.git.show(head, ".gitignore") if head else None, spec.path,
+        temporary=artifact_changed or METRICS_FILE in files)
     return files
 
 
