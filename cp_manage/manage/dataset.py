@@ -283,22 +283,6 @@ def build_next_to(target: Path) -> Path:
     return built
 
 
-def copy_dataset(files: list[DatasetFile], target: Path) -> None:
-    """Replace the folder ``target`` by a copy of ``files`` (as scanned), all or nothing."""
-    built = build_next_to(target)
-    try:
-        def copy(item: DatasetFile) -> None:
-            destination = built / item.relpath
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item.path, destination)
-
-        run_parallel(copy, files)
-        swap_into_place(built, target)
-    except BaseException:
-        _remove_tree(built)
-        raise
-
-
 class DirHandler:
     """A folder artifact (``data/``, ``checkpoint/``): one object per file plus a ``.dir``
     listing, as DVC stores a directory."""

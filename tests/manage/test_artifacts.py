@@ -270,8 +270,8 @@ def test_a_file_artifact_under_its_own_name(tmp_path: Path, isolated_env: dict[s
     assert "/model.safetensors" in (repo.root / ".gitignore").read_text().splitlines()
     tag = manager.tag_model_checkpoint()
     meta = manager.get_model_metadata(tag)
-    assert (meta["path"], meta["size_bytes"], meta["file_count"]) == (
-        "model.safetensors", 5000, None)
+    assert (meta["path"], meta["size_bytes"]) == ("model.safetensors", 5000)
+    assert "file_count" not in meta and "files" not in meta  # a folder's fields
     got = manager.download_model_checkpoint(tag, output_dir=tmp_path / "out")
     assert got.model_path == tmp_path / "out" / "model.safetensors"
     assert got.model_path.read_bytes() == outside.read_bytes()
