@@ -348,9 +348,10 @@ class CheckpointManager:
         """
         handler = self._handler()
         source = self._source()
-        root = source.root if isinstance(source, Repository) else None
+        root = None  # the working tree a download must not overwrite, when there is a clone
         if isinstance(source, Repository):
-            source.warm_up_storage()
+            root = source.root
+            source.warm_up_storage()  # connecting to S3 overlaps with reading git
         commit, info = source.resolve(self.kind, version)
         pointer = source.catalog.pointer_at(commit, handler.path)
         if pointer is None:
