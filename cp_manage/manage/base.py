@@ -28,8 +28,9 @@ from cp_manage.errors import (
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
+from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.detached import DetachedSource
-from cp_manage.manage.handlers import Handler, ObjectSource, upload_objects
+from cp_manage.manage.handlers import Handler, upload_objects
 from cp_manage.manage.repository import (
     METRICS_FILE,
     InitResult,
@@ -101,6 +102,22 @@ class CheckpointManager:
                                          team=self.team_name, model=self.model_name)
             self.team_name, self.model_name = self._repo.team, self._repo.model
         return self._repo
+
+    def _source(self) -> VersionSource:
+        """Where versions are read: the clone at ``repo_path``, else (given the team and the
+        model) the git remote itself, through a mirror of its tags.
+
+        Raises:
+            NotARepositoryError: no clone, and no team and model to read without one.
+        """
+        try:
+            return self.repo
+        except NotARepositoryError as e:
+            if self.team_name is None or self.model_name is None:
+                e.hint = ("Pass --team T --model M (API: team_name=, model_name=) to read "
+                          "from the team's remotes without a clone, or --repo DIR.")
+                raise
+            return DetachedSource(self.config, self.team_name, self.model_name)
 
     def _handler(self) -> Handler:
         raise NotImplementedError
@@ -331,17 +348,20 @@ class CheckpointManager:
     # -- reading -------------------------------------------------------------------------------
 
     def list_versions(self, *, verbose: bool = False) -> list[VersionInfo]:
-        """Every version, oldest first, with metadata, from git alone."""
+        """Every version, oldest first, with metadata, from git alone (without a clone, from
+        the git remote)."""
         enable_verbose(verbose)
-        versions = self.repo.versions(self.kind)
-        for tag, why in self.repo.skipped.items():
+        source = self._source()
+        versions = source.versions(self.kind)
+        for tag, why in source.catalog.skipped.items():
             logger.warning("Skipping %s: %s", tag, why)
         return versions
 
     def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
-        """The metadata of ``version`` (HEAD when None), from git alone."""
+        """The metadata of ``version`` from git alone. None means HEAD in a clone; without a
+        clone (read from the git remote) it means the latest version."""
         enable_verbose(verbose)
-        return self.repo.resolve(self.kind, version)[1]
+        return self._source().resolve(self.kind, version)[1]
 
     def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
         """Metrics of two versions side by side: ``{metric: {old, new, delta}}`` plus sizes.
@@ -350,7 +370,10 @@ class CheckpointManager:
         rounded to the precision of the two values.
         """
         enable_verbose(verbose)
-        a, b = self.metadata(old), self.metadata(new)
+        return self._compare(self._source(), old, new)
+
+    def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
+        a, b = source.resolve(self.kind, old)[1], source.resolve(self.kind, new)[1]
         rows: dict[str, dict[str, Any]] = {}
         for key in sorted(set(a.metrics) | set(b.metrics)):
             left, right = a.metrics.get(key), b.metrics.get(key)
@@ -383,24 +406,18 @@ class CheckpointManager:
         enable_verbose(verbose)
         given = caller_path(output_dir) if output_dir is not None else None
         handler = self._handler()
-        source: ObjectSource
-        try:
-            repo = self.repo
-        except NotARepositoryError:
-            if self.team_name is None or self.model_name is None:
-                raise
-            # No clone here: fetch just this version from the configured remotes.
-            detached = DetachedSource(self.config, self.team_name, self.model_name)
-            commit, info, pointer = detached.resolve(self.kind, version, handler.path)
-            source, team, model, root = detached, self.team_name, self.model_name, None
-        else:
-            repo.warm_up_storage()
-            commit, info = repo.resolve(self.kind, version)
-            found = repo.pointer_at(commit, handler.path)
-            assert found is not None
-            pointer, source, team, model, root = found, repo, repo.team, repo.model, repo.root
+        source = self._source()
+        root = None  # the working tree a download must not overwrite, when there is a clone
+        if isinstance(source, Repository):
+            root = source.root
+            source.warm_up_storage()  # connecting to S3 overlaps with reading git
+        commit, info = source.resolve(self.kind, version)
+        pointer = source.catalog.pointer_at(commit, handler.path)
+        if pointer is None:
+            raise NothingToDoError(f"{info.tag or commit[:10]} has no {self.kind}")
         out = given if given is not None else (
-            self.config.home / "downloads" / team / model / (info.version or commit[:12]))
+            self.config.home / "downloads" / source.team / source.model / (
+                info.version or commit[:12]))
         if out.exists() and not out.is_dir():
             raise CPVError(f"{out} is a file, not a folder",
                            hint="Pass -o (output_dir=) a folder to download into; it is created "

@@ -22,6 +22,7 @@ from cp_manage.manage.base import (
     caller_path,
     enable_verbose,
 )
+from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.dataset import DirHandler, copy_dataset, scan_dataset
 from cp_manage.manage.handlers import same_path
 from cp_manage.manage.repository import DATA_PATH
@@ -177,7 +178,10 @@ class DataCheckpointsManage(CheckpointManager):
         """Two versions side by side: sizes, file, split and sample counts with deltas, and
         which files were added, removed or modified (None when the listings are unreachable).
         """
-        result = super().diff(old, new, verbose=verbose)
+        return super().diff(old, new, verbose=verbose)
+
+    def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
+        result = super()._compare(source, old, new)
         a, b = result["old"], result["new"]
         rows: dict[str, dict[str, Any]] = {}
         for key in ("file_count", "sample_count"):
@@ -186,12 +190,12 @@ class DataCheckpointsManage(CheckpointManager):
         for split in sorted(set(splits_a) | set(splits_b)):
             rows[f"files in {split}"] = _delta(splits_a.get(split), splits_b.get(split))
         result["stats"] = rows
-        repo, handler = self.repo, self._handler()
+        handler = self._handler()
         try:
-            pointers = [repo.pointer_at(side["commit"], DATA_PATH) for side in (a, b)]
+            pointers = [source.catalog.pointer_at(side["commit"], DATA_PATH) for side in (a, b)]
             if pointers[0] is None or pointers[1] is None:
                 raise NothingToDoError("no dataset")
-            result["files"] = handler.changes(repo, pointers[0], pointers[1])
+            result["files"] = handler.changes(source, pointers[0], pointers[1])
         except CPVError as e:
             logger.warning("Cannot compare the files of %s and %s: %s", old, new, e)
             result["files"] = None

@@ -22,7 +22,6 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
 from cp_manage.backends.git import Git, check_identity, run_git
@@ -35,22 +34,23 @@ from cp_manage.errors import (
     CPVError,
     GitError,
     NotARepositoryError,
-    PointerError,
     RemoteError,
     VersionNotFoundError,
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.git_urls import parse_git_url
+from cp_manage.manage.catalog import DATA_PATH as DATA_PATH  # noqa: PLC0414 - re-exported
+from cp_manage.manage.catalog import METRICS_FILE as METRICS_FILE  # noqa: PLC0414
+from cp_manage.manage.catalog import MODEL_PATH as MODEL_PATH  # noqa: PLC0414
+from cp_manage.manage.catalog import Catalog
+from cp_manage.manage.catalog import last_metrics as last_metrics  # noqa: PLC0414
 from cp_manage.manage.pool import WorkspacePool
-from cp_manage.versions import Kind, Version, parse_version, validate_name, version_from_tag
+from cp_manage.versions import Kind, Version, parse_version, validate_name
 
 logger = logging.getLogger(__name__)
 
 REPO_FILE = ".cpv.json"
-METRICS_FILE = "metrics.log"
-MODEL_PATH = "model.bin"
-DATA_PATH = "data"
 STORAGE_REMOTE = "storage"
 PUSH_ATTEMPTS = 30
 TAG_ATTEMPTS = 30
@@ -83,6 +83,8 @@ class Repository:
         self.team = team
         self.model = model
         self.git = Git(root)
+        self.catalog = Catalog(self.git, team, model)
+        """The versions this clone's tags hold (``versions`` and ``resolve`` fetch first)."""
         self.cache = LocalCache(root / ".dvc" / "cache")
         self._private = root / ".git" / "cpv"
         self.state = StatRecord(self._private / "state.json")
@@ -90,7 +92,6 @@ class Repository:
         # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
         self.stored = StatRecord(self._private / "stored.json")
         self.pool = WorkspacePool(self._private / "pool")
-        self.skipped: dict[str, str] = {}  # tags left out of a listing, and why
         self._storage: Storage | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -532,10 +533,7 @@ class Repository:
         return head
 
     def pointer_at(self, commit: str, path: str) -> Pointer | None:
-        raw = self.git.show(commit, f"{path}.dvc")
-        if raw is None:
-            return None
-        return parse_pointer(raw, source=f"{path}.dvc", expected_path=Path(path).name)
+        return self.catalog.pointer_at(commit, path)
 
     def workspace_pointer(self, path: str) -> Pointer | None:
         """The pointer file as it is in the working tree (validated)."""
@@ -546,39 +544,14 @@ class Repository:
                              expected_path=Path(path).name)
 
     def metrics_at(self, commit: str | None) -> dict[str, Any]:
-        raw = self.git.show(commit, METRICS_FILE) if commit else None
-        return last_metrics(raw or b"")
+        return self.catalog.metrics_at(commit)
 
     def versions(self, kind: Kind, *, fetch: bool = True) -> list[VersionInfo]:
-        """Every version of ``kind``, oldest first by number, read from tags alone."""
+        """Every version of ``kind``, oldest first by number, read from tags alone (after
+        fetching the remote's, unless ``fetch`` is False)."""
         if fetch:
             self.fetch_tags_quietly()
-        pattern = "data/" if kind == "data" else "v*"
-        found: list[tuple[Version, VersionInfo]] = []
-        for record in self.git.tags(pattern):
-            number = version_from_tag(record.name, kind)
-            if number is None:
-                continue
-            info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-            if info is None or info.kind != kind:
-                try:
-                    info = self.info_from_commit(kind, record.commit, tag=record.name)
-                except PointerError as e:
-                    # A tag cpv did not write, on a broken commit: list the others.
-                    self.skipped[record.name] = str(e)
-                    continue
-                if info is None:
-                    continue
-            info.version = str(number)
-            found.append((number, info))
-        result = [info for _, info in sorted(found, key=lambda pair: pair[0])]
-        if kind == "model" and any((i.data_version or "").startswith("md5:") for i in result):
-            # Lineage recorded before its data was tagged: name the data by its tag now.
-            data_tags = {i.md5: i.tag for i in self.versions("data", fetch=False)}
-            for info in result:
-                if info.data_version and info.data_version.startswith("md5:"):
-                    info.data_version = data_tags.get(info.data_version[4:], info.data_version)
-        return result
+        return self.catalog.versions(kind)
 
     def version_numbers(self, kind: Kind) -> list[Version]:
         return [parse_version(info.version, kind="model") for info in self.versions(
@@ -586,7 +559,8 @@ class Repository:
 
     def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version`` (HEAD when None: HEAD's version, exactly as
-        by its name, when HEAD carries one).
+        by its name, when HEAD carries one); the remote's tags are fetched only when the version
+        is not known here.
 
         Raises:
             InvalidVersionError, VersionNotFoundError, NothingToDoError.
@@ -600,54 +574,17 @@ class Repository:
             if info is None:
                 raise VersionNotFoundError("HEAD", known=None, kind=kind)
             return head, info
-        number = parse_version(version, kind=kind)
-        tag = number.tag(kind)
-        for attempt in range(2):
-            for info in self.versions(kind, fetch=attempt == 1):
-                if info.tag == tag and info.commit:
-                    return info.commit, info
-        commit = self.git.rev_parse(f"refs/tags/{tag}")
-        if commit is not None:
-            # The tag exists but was skipped from the listing: say why (a broken pointer).
-            found = self.info_from_commit(kind, commit, tag=tag)
-            if found is not None:
-                found.version = str(number)
-                return commit, found
-        raise VersionNotFoundError(str(number), kind=kind,
-                                   known=[str(i.version) for i in self.versions(kind, fetch=False)])
+        found = self.catalog.find(kind, version)
+        if found is not None:
+            return found
+        self.fetch_tags_quietly()
+        return self.catalog.resolve(kind, version)
 
     def info_from_commit(self, kind: Kind, commit: str, *, tag: str | None) -> VersionInfo | None:
-        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag).
-
-        Date, author and message are those of the upload: the last commit up to ``commit``
-        that changed the artifact (or, for a model, its metrics).
-        """
-        path = DATA_PATH if kind == "data" else MODEL_PATH
-        pointer = self.pointer_at(commit, path)
-        if pointer is None:
-            return None
-        changed = [f"{path}.dvc", METRICS_FILE] if kind == "model" else [f"{path}.dvc"]
-        log = ["log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit]
-        # A shallow history may not reach the upload: then the commit itself speaks for it.
-        upload = self.git.out(*log, "--", *changed) or self.git.out(*log)
-        date, author, subject = upload.split("\0", 2)
-        return VersionInfo(
-            kind=kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
-            size_bytes=pointer.size, metrics=self.metrics_at(commit) if kind == "model" else {},
-            created_at=date, author=author, message=subject, cpv_version=__version__,
-            commit=commit, team=self.team, model=self.model, file_count=pointer.nfiles,
-            data_version=self.data_version_at(commit) if kind == "model" else None,
-        )
+        return self.catalog.info_from_commit(kind, commit, tag=tag)
 
     def data_version_at(self, commit: str) -> str | None:
-        """Lineage: the data tag whose dataset the commit holds, else ``md5:<hash>``."""
-        pointer = self.pointer_at(commit, DATA_PATH)
-        if pointer is None:
-            return None
-        for info in reversed(self.versions("data", fetch=False)):
-            if info.md5 == pointer.md5:
-                return info.tag
-        return f"md5:{pointer.md5}"
+        return self.catalog.data_version_at(commit)
 
     def author(self) -> str:
         result = self.git.run("var", "GIT_COMMITTER_IDENT", check=False)
@@ -672,20 +609,6 @@ def is_lost_race(error: CPVError) -> bool:
     text = str(getattr(error, "stderr", "")).lower()
     return any(s in text for s in ("non-fast-forward", "fetch first", "already exists",
                                    "[rejected]", "stale info", "cannot lock ref"))
-
-
-def last_metrics(raw: bytes) -> dict[str, Any]:
-    """The current metrics: the last JSON object line of ``metrics.log``."""
-    for raw_line in reversed(raw.decode("utf-8", "replace").splitlines()):
-        line = raw_line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else {}
-    return {}
 
 
 def append_metrics(raw: bytes | None, metrics: dict[str, Any]) -> bytes:
