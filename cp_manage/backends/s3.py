@@ -137,6 +137,8 @@ class S3Storage:
     def warm_up(self) -> None:
         """Make the client now, in a background thread: botocore takes ~0.2 s to start, which
         then overlaps the git work an operation does first. Errors surface on real use."""
+        if self._client is not None:
+            return
 
         def make() -> None:
             with contextlib.suppress(Exception):
@@ -282,6 +284,14 @@ class S3Storage:
         Raises:
             StorageError: the bucket is missing, access is denied, or the endpoint is down.
         """
+        self.check_location()
+
+    def check_location(self) -> None:
+        """Check that the bucket exists and these credentials may use it (one HEAD).
+
+        Raises:
+            StorageError: the bucket is missing, access is denied, or the endpoint is down.
+        """
         with self._translated("use bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
@@ -366,7 +376,7 @@ class S3Storage:
         """
         head = self._head(oid, "download")
         if head is None:
-            self.ensure_location()  # a missing bucket is the better explanation
+            self.check_location()  # a missing bucket is the better explanation
             raise self._missing_error(oid)
         size = int(head["ContentLength"])
         try:
