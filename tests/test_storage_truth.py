@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 from data_helpers import SEED_DATASET, write_dataset
 from helpers import (
+    TIMEOUT,
     ModelRepo,
     assert_one_error_line,
     dvc,
@@ -29,10 +32,11 @@ from helpers import (
     run_cpv,
     storage_object,
 )
-from servers import SeaweedS3
+from servers import SeaweedS3, free_ports
 
 from cp_manage import DataCheckpointsManage, ModelsCheckpointsManage
 from cp_manage.backends.s3 import S3Storage
+from cp_manage.backends.s3_head import object_exists
 from cp_manage.errors import StorageError
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -289,3 +293,77 @@ def test_s3_a_deleted_bucket_stops_upload_tag_and_download(
     assert storage.bucket not in {b["Name"] for b in buckets}  # never created
 
 
+
+# -- asking S3 cheaply: one HEAD signed without botocore ------------------------------------------
+
+
+def test_an_unchanged_upload_and_a_tag_ask_s3_without_loading_botocore(
+        s3_repo: tuple[ModelRepo, S3Storage]) -> None:
+    """botocore's start-up costs more than the rest of an unchanged upload; one signed HEAD
+    is all storage needs to confirm a model's object."""
+    repo, storage = s3_repo
+    a = repo.write_model(seed=1)
+    run_cpv("model", "upload", cwd=repo.root)
+    code = ("import sys; from cp_manage import ModelsCheckpointsManage as M; "
+            "m = M(repo_path=sys.argv[1]); r = m.upload(metrics={'loss': 0.5}); "
+            "assert r.uploaded_bytes == 0, r; t = m.tag(); "
+            "assert 'botocore' not in sys.modules, 'botocore was loaded'; print(t)")
+    done = subprocess.run([sys.executable, "-c", code, str(repo.root)], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "v0.1"
+    assert "v0.1" in repo.remote_refs()
+    assert a in s3_keys(storage)
+
+
+PREFIX = "T/m"
+
+
+def quick(storage: S3Storage, oid: str, **changes: Any) -> bool | None:
+    """``object_exists`` for ``oid`` of ``storage``, with some arguments changed."""
+    settings: dict[str, Any] = {
+        "bucket": storage.bucket, "key": f"{PREFIX}/files/md5/{oid[:2]}/{oid[2:]}",
+        "endpoint_url": storage.endpoint_url, "region": None, "profile": None,
+        "credentials_file": None}
+    return object_exists(**{**settings, **changes})
+
+
+@pytest.fixture
+def s3_storage(s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> S3Storage:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    bucket = s3.create_bucket(f"cpv-{secrets.token_hex(4)}")
+    return S3Storage(f"s3://{bucket}/{PREFIX}", endpoint_url=s3.endpoint_url)
+
+
+def test_the_quick_head_believes_only_a_200(s3_storage: S3Storage, s3: SeaweedS3,
+                                            tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = s3_storage
+    source = tmp_path / "f"
+    source.write_bytes(b"weights")
+    oid = md5_of(source)
+    assert quick(storage, oid) is None  # absent: botocore is asked
+    storage.upload(oid, source)
+    assert quick(storage, oid) is True
+    assert storage.missing([oid]) == set()
+
+    # Keys from a credentials file and a profile, as 'cpv config aws' records them.
+    credentials = s3.write_credentials_file(tmp_path / "credentials", profile="ml")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert quick(storage, oid, profile="ml", credentials_file=str(credentials)) is True
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_PROFILE", "ml")
+    assert quick(storage, oid) is True
+
+    # Whatever it cannot vouch for goes to botocore, which answers or explains.
+    wrong = s3.write_credentials_file(tmp_path / "wrong", profile="ml", secret_key="nope-1234")
+    assert quick(storage, oid, profile="ml", credentials_file=str(wrong)) is None
+    assert quick(storage, oid, profile="absent", credentials_file=str(credentials)) is None
+    assert quick(storage, oid, bucket="no-such-bucket-cpv") is None
+    closed = f"http://127.0.0.1:{free_ports(1)[0]}"
+    assert quick(storage, oid, endpoint_url=closed) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    assert quick(storage, oid) is None  # botocore knows proxies
