@@ -163,8 +163,10 @@ def make_group(kind: str) -> click.Group:
                            f"{output.human_size(result.uploaded_bytes)} transferred) "
                            f"as commit {result.commit[:10]}")
         else:
+            resent = (f"; {output.human_size(result.uploaded_bytes)} missing from storage "
+                      "sent again" if result.uploaded_bytes else "")
             output.info(f"The {kind} and its metrics are unchanged; no new commit "
-                        f"(HEAD {result.commit[:10]}).")
+                        f"(HEAD {result.commit[:10]}){resent}.")
 
     @group.command(help="Give HEAD a version: the next minor one, --major, or VERSION.")
     @click.argument("version", required=False)

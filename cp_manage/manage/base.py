@@ -172,7 +172,6 @@ class CheckpointManager:
             missing = repo.missing_in_storage(handler.objects(repo, pointer))
             uploaded = upload_objects(repo, missing, progress=progress)
             repo.cache.flush()
-            repo.record_stored(missing)
             crash_point("after_blobs")
 
             def changes(head: str | None) -> dict[str, bytes]:
@@ -326,15 +325,21 @@ class CheckpointManager:
         return None
 
     def _version_info_for(self, commit: str) -> VersionInfo:
-        """Metadata for a new tag on ``commit``, checking its blobs are in storage."""
+        """Metadata for a new tag on ``commit``, once storage confirms it holds every object
+        of the artifact (a dataset's files as well as its listing)."""
         repo, handler = self.repo, self._handler()
         pointer = repo.pointer_at(commit, handler.path)
         if pointer is None:
             raise NothingToDoError(f"HEAD has no uploaded {self.kind}",
                                    hint=f"Run 'cpv {self.kind} upload' first.")
-        if repo.missing_in_storage([pointer.oid]):
-            raise StorageError(f"The {self.kind} of HEAD ({pointer.oid}) is not in storage",
-                               hint="Run 'cpv doctor --repair' or upload it again.")
+        missing = repo.missing_in_storage(handler.objects(repo, pointer))
+        if missing:
+            repo.storage.check_location()  # a missing bucket is the better explanation
+            what = pointer.oid if pointer.oid in missing else (
+                f"{len(missing)} file(s) of {pointer.oid}")
+            raise StorageError(f"The {self.kind} of HEAD ({what}) is not in storage",
+                               hint="Run 'cpv doctor --repair' (it uploads what this clone "
+                               "has cached), or upload it again.")
         base = repo.info_from_commit(self.kind, commit, tag=None)
         assert base is not None
         base.created_at = utc_now()
@@ -445,6 +450,8 @@ class CheckpointManager:
             raise CPVError(f"Cannot write the {self.kind} to {out}: {e.strerror or e}",
                            hint="Pass -o a folder you can write to (it is created when "
                            "missing).") from e
+        if root is not None:
+            self.repo.warn_if_storage_folder_is_gone()
         logger.info("Downloaded %s %s to %s", self.kind, info.version or "HEAD", target)
         return target, info
 

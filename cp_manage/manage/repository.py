@@ -26,7 +26,7 @@ from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
 from cp_manage.backends.git import Git, check_identity, run_git
 from cp_manage.backends.pointer import Pointer, parse_pointer
-from cp_manage.backends.storage import Storage, open_storage
+from cp_manage.backends.storage import LocalStorage, Storage, open_storage
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
     ConcurrentModificationError,
@@ -88,9 +88,6 @@ class Repository:
         self.cache = LocalCache(root / ".dvc" / "cache")
         self._private = root / ".git" / "cpv"
         self.state = StatRecord(self._private / "state.json")
-        # Objects this clone has seen in storage, so an unchanged upload or a tag needs no
-        # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
-        self.stored = StatRecord(self._private / "stored.json")
         self.pool = WorkspacePool(self._private / "pool")
         self._storage: Storage | None = None
 
@@ -332,17 +329,22 @@ class Repository:
         return url
 
     def missing_in_storage(self, oids: Iterable[str]) -> set[str]:
-        """Those of ``oids`` not in storage, asking storage only about unrecorded ones."""
-        url = self.storage_url()
-        unknown = {oid for oid in oids if not self.stored.has(f"{url}\0{oid}")}
-        missing = self.storage.missing(unknown) if unknown else set()
-        self.record_stored(unknown - missing)
-        return missing
+        """Those of ``oids`` not in storage, as storage itself says now (one stat or HEAD
+        each, or one listing). No record of what was uploaded once is trusted instead:
+        objects can be removed from storage behind cpv's back (``dvc gc -c``, a clean-up).
+        """
+        return self.storage.missing(oids)
 
-    def record_stored(self, oids: Iterable[str]) -> None:
-        url = self.storage_url()
-        for oid in oids:
-            self.stored.mark(f"{url}\0{oid}")
+    def warn_if_storage_folder_is_gone(self) -> None:
+        """Warn when a local storage folder is gone (one stat): what needed no storage, such as
+        a download served from the local cache, succeeds, but the user must hear of it. S3 is
+        not asked here: that would be a round trip, or fail offline."""
+        storage = self.storage
+        if isinstance(storage, LocalStorage) and not storage.root.is_dir():
+            logger.warning("The storage folder %s does not exist (is the share that holds it "
+                           "mounted?); this came from the local cache, but uploads, tags and "
+                           "downloads of anything not cached fail until it is back",
+                           storage.root)
 
     def warm_up_storage(self) -> None:
         """Start connecting to storage in the background, where that is slow (S3)."""
@@ -374,7 +376,6 @@ class Repository:
         finally:
             self.cache.flush()  # nothing is recorded about an object before it is on disk
             self.state.save()
-            self.stored.save()
             lock.release()
 
     def branch(self) -> str:
