@@ -68,12 +68,6 @@ class StatRecord:
     def remember(self, key: str, stat: FileStat, md5: str) -> None:
         self._load()[key] = [stat.ino, stat.size, stat.mtime_ns, md5]
 
-    def has(self, key: str) -> bool:
-        return key in self._load()
-
-    def mark(self, key: str) -> None:
-        self._load()[key] = []
-
     def save(self) -> None:
         if self._entries is not None:
             atomic_write_bytes(self.path, json.dumps(self._entries).encode())

@@ -137,6 +137,8 @@ class S3Storage:
     def warm_up(self) -> None:
         """Make the client now, in a background thread: botocore takes ~0.2 s to start, which
         then overlaps the git work an operation does first. Errors surface on real use."""
+        if self._client is not None:
+            return
 
         def make() -> None:
             with contextlib.suppress(Exception):
@@ -282,11 +284,22 @@ class S3Storage:
         Raises:
             StorageError: the bucket is missing, access is denied, or the endpoint is down.
         """
+        self.check_location()
+
+    def check_location(self) -> None:
+        """Check that the bucket exists and these credentials may use it (one HEAD).
+
+        Raises:
+            StorageError: the bucket is missing, access is denied, or the endpoint is down.
+        """
         with self._translated("use bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
     def missing(self, oids: Iterable[str]) -> set[str]:
         """Those of ``oids`` not in storage (one HEAD each, several at a time).
+
+        A single object (a model) is first asked about without botocore, when no client is
+        made yet: an unchanged upload or a tag then costs one request, not botocore's start-up.
 
         Raises:
             StorageError: any failure other than "not found".
@@ -295,6 +308,8 @@ class S3Storage:
         if not wanted:
             return set()
         if len(wanted) == 1:
+            if self._client is None and self._quick_exists(wanted[0]):
+                return set()
             return set() if self._exists(wanted[0]) else set(wanted)
         if len(wanted) > LIST_INSTEAD_OF_HEAD:
             # A dataset: listing the prefix (1,000 keys a request) beats a HEAD per object.
@@ -306,6 +321,15 @@ class S3Storage:
 
     def _exists(self, oid: str) -> bool:
         return self._head(oid) is not None
+
+    def _quick_exists(self, oid: str) -> bool:
+        """True when a HEAD signed without botocore finds the object; False when it cannot
+        tell (then botocore asks, and explains any failure)."""
+        from cp_manage.backends.s3_head import object_exists
+
+        return bool(object_exists(bucket=self.bucket, key=self._key(oid),
+                                  endpoint_url=self.endpoint_url, region=self.region,
+                                  profile=self.profile, credentials_file=self.credentials_file))
 
     def _head(self, oid: str, action: str = "check") -> dict[str, Any] | None:
         """The object's metadata, or None when it is not there."""
@@ -366,7 +390,7 @@ class S3Storage:
         """
         head = self._head(oid, "download")
         if head is None:
-            self.ensure_location()  # a missing bucket is the better explanation
+            self.check_location()  # a missing bucket is the better explanation
             raise self._missing_error(oid)
         size = int(head["ContentLength"])
         try:

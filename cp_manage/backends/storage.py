@@ -31,10 +31,14 @@ class Storage(Protocol):
     url: str
 
     def ensure_location(self) -> None:
-        """Create the location if it can be created, or fail with a clear error."""
+        """Create the location if it can be created, or fail with a clear error (``cpv init``
+        only: every other operation needs the location to exist already)."""
+
+    def check_location(self) -> None:
+        """Fail with a clear ``StorageError`` when the location itself is gone; create nothing."""
 
     def missing(self, oids: Iterable[str]) -> set[str]:
-        """Those of ``oids`` not in storage."""
+        """Those of ``oids`` not in storage, as storage itself says now."""
 
     def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
         """Store ``source`` as object ``oid``; a reader never sees half of it."""
@@ -47,7 +51,12 @@ class Storage(Protocol):
 
 
 class LocalStorage:
-    """A storage remote in a local (or mounted) folder: DVC's local remote."""
+    """A storage remote in a local (or mounted) folder: DVC's local remote.
+
+    Only ``ensure_location`` (``cpv init``) creates the folder. Every other operation needs it
+    to exist: when a share is not mounted, a folder created in its place on the local disk
+    would hold versions nobody else can see.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -63,11 +72,42 @@ class LocalStorage:
             raise StorageError(f"Cannot create the storage folder {self.root}: {e.strerror}",
                                hint="Check the path and its permissions.") from e
 
+    def check_location(self) -> None:
+        if not self.root.is_dir():
+            raise self._gone()
+
+    def _gone(self) -> StorageError:
+        what = "is not a folder" if self.root.exists() else "does not exist"
+        return StorageError(
+            f"The storage folder {self.root} {what}",
+            hint="Is the share that holds it mounted? Mount it (or fix the storage remote's "
+            "url in .dvc/config), then run the command again.")
+
     def missing(self, oids: Iterable[str]) -> set[str]:
-        return {oid for oid in oids if not self._path(oid).is_file()}
+        wanted = set(oids)
+        if wanted:
+            self.check_location()  # else every object would look missing, and be re-sent
+        return {oid for oid in wanted if not self._path(oid).is_file()}
+
+    def _make_folder_of(self, oid: str) -> None:
+        """Create ``files/md5/ab`` as needed below the root, which must exist: never the root
+        itself (no ``parents=True``)."""
+        leaf = self._path(oid).parent
+        if leaf.is_dir():
+            return
+        for folder in (self.root / "files", leaf.parent, leaf):
+            try:
+                folder.mkdir(exist_ok=True)
+            except FileNotFoundError as e:
+                raise self._gone() from e
+            except OSError as e:
+                raise StorageError(f"Cannot create {folder}: {e.strerror or e}",
+                                   hint="Check the storage folder's permissions; nothing was "
+                                   "committed.") from e
 
     def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
         target = self._path(oid)
+        self._make_folder_of(oid)
         try:
             with open(source, "rb") as reader, atomic_output(target, mode=0o444) as writer:
                 copy_file_md5(reader, writer, total=source.stat().st_size, progress=progress)
@@ -84,6 +124,8 @@ class LocalStorage:
                 md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
                                        progress=progress)
         except FileNotFoundError as e:
+            if not self.root.is_dir():
+                raise self._gone() from e  # the better explanation: not a lost object
             raise StorageError(f"Object {oid} is missing from storage {self.root}",
                                hint="Run 'cpv doctor --repair' on a machine that has it cached."
                                ) from e

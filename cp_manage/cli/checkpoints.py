@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,6 +16,29 @@ from cp_manage.cli import output
 if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def without_clone(verb: str) -> Callable[[Command], Command]:
+    """The options ``--team`` and ``--model`` (parameters ``team_name``, ``model_name``):
+    ``verb`` from the configured remotes alone when there is no clone (``./MODEL``, ``--repo``).
+    """
+
+    def apply(command: Command) -> Command:
+        command = click.option("--model", "model_name", help="With --team: the model.")(command)
+        return click.option("--team", "team_name", help=f"With --model: {verb} without a "
+                            "clone, from the configured remotes.")(command)
+
+    return apply
+
+
+def repo_start(repo: str | None, team: str | None, model: str | None) -> Path:
+    """Where to look for the repository: ``repo``, else ``./MODEL`` when a model is named,
+    else the current directory."""
+    if (team is None) != (model is None):
+        raise click.UsageError("Give --team and --model together.")
+    return Path(repo) if repo else (Path.cwd() / model if model else Path.cwd())
+
 
 def _manager(kind: str, repo: str | None, *, team: str | None = None,
              model: str | None = None) -> CheckpointManager:
@@ -22,9 +46,7 @@ def _manager(kind: str, repo: str | None, *, team: str | None = None,
     and model and no ``repo``, the clone at ``./MODEL`` or, without one, the remotes alone."""
     from cp_manage.config import CPVConfig
 
-    if (team is None) != (model is None):
-        raise click.UsageError("Give --team and --model together.")
-    start = Path(repo) if repo else (Path.cwd() / model if model else Path.cwd())
+    start = repo_start(repo, team, model)
     config = CPVConfig()
     manager_class: type[CheckpointManager]
     if kind == "data":
@@ -142,8 +164,10 @@ def make_group(kind: str) -> click.Group:
                            f"{output.human_size(result.uploaded_bytes)} transferred) "
                            f"as commit {result.commit[:10]}")
         else:
+            resent = (f"; {output.human_size(result.uploaded_bytes)} missing from storage "
+                      "sent again" if result.uploaded_bytes else "")
             output.info(f"The {kind} and its metrics are unchanged; no new commit "
-                        f"(HEAD {result.commit[:10]}).")
+                        f"(HEAD {result.commit[:10]}){resent}.")
 
     @group.command(help="Give HEAD a version: the next minor one, --major, or VERSION.")
     @click.argument("version", required=False)
@@ -163,15 +187,17 @@ def make_group(kind: str) -> click.Group:
     @group.command(name="list", help="Versions, oldest first, with their " + (
         "metrics." if kind == "model" else "file and sample counts."))
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+    @without_clone("list")
     @repo_option
-    def list_(as_json: bool, repo: str | None) -> None:
-        versions = _manager(kind, repo).list_versions()
+    def list_(as_json: bool, team_name: str | None, model_name: str | None,
+              repo: str | None) -> None:
+        versions = _manager(kind, repo, team=team_name, model=model_name).list_versions()
         if as_json:
             output.print_json([v.to_dict() for v in versions])
             return
         if not versions:
-            output.info(f"No {kind} versions yet. Run 'cpv {kind} upload' and "
-                        f"'cpv {kind} tag'.")
+            output.info(f"No {kind} versions of {team_name}/{model_name} yet." if model_name else
+                        f"No {kind} versions yet. Run 'cpv {kind} upload' and 'cpv {kind} tag'.")
             return
         last = ["files", "samples"] if kind == "data" else ["data", "metrics"]
         output.table(["version", "created (UTC)", "size", "md5", *last],
@@ -180,9 +206,11 @@ def make_group(kind: str) -> click.Group:
     @group.command(help="The metadata of VERSION (default: HEAD).")
     @click.argument("version", required=False)
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @without_clone("show (no VERSION: the latest one)")
     @repo_option
-    def show(version: str | None, as_json: bool, repo: str | None) -> None:
-        info = _manager(kind, repo).metadata(version)
+    def show(version: str | None, as_json: bool, team_name: str | None,
+             model_name: str | None, repo: str | None) -> None:
+        info = _manager(kind, repo, team=team_name, model=model_name).metadata(version)
         data = info.to_dict()
         if as_json:
             output.print_json(data)
@@ -200,9 +228,11 @@ def make_group(kind: str) -> click.Group:
     @click.argument("old")
     @click.argument("new")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+    @without_clone("compare")
     @repo_option
-    def diff(old: str, new: str, as_json: bool, repo: str | None) -> None:
-        result = _manager(kind, repo).diff(old, new)
+    def diff(old: str, new: str, as_json: bool, team_name: str | None,
+             model_name: str | None, repo: str | None) -> None:
+        result = _manager(kind, repo, team=team_name, model=model_name).diff(old, new)
         if as_json:
             output.print_json(result)
             return

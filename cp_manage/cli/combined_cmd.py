@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from cp_manage.cli import output
+from cp_manage.cli.checkpoints import repo_start, without_clone
 
 if TYPE_CHECKING:
     from cp_manage.manage.combined import CombinedCheckpointsManage
@@ -17,12 +17,13 @@ repo_option = click.option("--repo", type=click.Path(file_okay=False),
                            "directory).")
 
 
-def _manager(repo: str | None) -> CombinedCheckpointsManage:
+def _manager(repo: str | None, team: str | None = None,
+             model: str | None = None) -> CombinedCheckpointsManage:
     from cp_manage.config import CPVConfig
     from cp_manage.manage.combined import CombinedCheckpointsManage
 
-    return CombinedCheckpointsManage(repo_path=Path(repo) if repo else Path.cwd(),
-                                     config=CPVConfig())
+    return CombinedCheckpointsManage(team_name=team, model_name=model,
+                                     repo_path=repo_start(repo, team, model), config=CPVConfig())
 
 
 @click.group(name="combined", help="Release, restore and show a model with its data "
@@ -67,9 +68,11 @@ def revert(version: str, force: bool, repo: str | None) -> None:
 @combined.command(help="The model and data of VERSION (default: HEAD) and their lineage.")
 @click.argument("version", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@without_clone("show (no VERSION: the latest one)")
 @repo_option
-def show(version: str | None, as_json: bool, repo: str | None) -> None:
-    result = _manager(repo).get_combined_metadata(version, record=True)
+def show(version: str | None, as_json: bool, team_name: str | None, model_name: str | None,
+         repo: str | None) -> None:
+    result = _manager(repo, team_name, model_name).get_combined_metadata(version, record=True)
     if as_json:
         output.print_json(result)
         return

@@ -24,6 +24,7 @@ from cp_manage.errors import (
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
 from cp_manage.manage.calls import caller_path, enable_verbose
+from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.compare import (
     delta_row,
     entries_from_metadata,
@@ -33,7 +34,7 @@ from cp_manage.manage.compare import (
 )
 from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
-from cp_manage.manage.handlers import ObjectSource, same_path, upload_objects
+from cp_manage.manage.handlers import same_path, upload_objects
 from cp_manage.manage.repository import InitResult, Repository
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (
@@ -97,6 +98,23 @@ class CheckpointManager(VersionTagging):
                                          team=self.team_name, model=self.model_name)
             self.team_name, self.model_name = self._repo.team, self._repo.model
         return self._repo
+
+    def version_source(self, *, verbose: bool = False) -> VersionSource:
+        """Where versions are read: the clone at ``repo_path``, else (given the team and the
+        model) the git remote itself, through a mirror of its tags.
+
+        Raises:
+            NotARepositoryError: no clone, and no team and model to read without one.
+        """
+        enable_verbose(verbose)
+        try:
+            return self.repo
+        except NotARepositoryError as e:
+            if self.team_name is None or self.model_name is None:
+                e.hint = ("Pass --team T --model M (API: team_name=, model_name=) to read "
+                          "from the team's remotes without a clone, or --repo DIR.")
+                raise
+            return DetachedSource(self.config, self.team_name, self.model_name)
 
     def attach(self, repo: Repository, *, verbose: bool = False) -> None:
         """Use ``repo``, already opened (the combined manager's two managers share one)."""
@@ -174,7 +192,6 @@ class CheckpointManager(VersionTagging):
             missing = repo.missing_in_storage(handler.objects(repo, pointer))
             uploaded = upload_objects(repo, missing, progress=progress)
             repo.cache.flush()
-            repo.record_stored(missing)
             crash_point("after_blobs")
 
             what = f"{self.kind} {spec.name} ({pointer.md5[:8]})"
@@ -196,17 +213,21 @@ class CheckpointManager(VersionTagging):
     # -- reading -------------------------------------------------------------------------------
 
     def list_versions(self, *, verbose: bool = False) -> list[VersionInfo]:
-        """Every version, oldest first, with metadata, from git alone."""
+        """Every version, oldest first, with metadata, from git alone (without a clone, from
+        the git remote)."""
         enable_verbose(verbose)
-        versions = self.repo.versions(self.spec)
-        for tag, why in self.repo.skipped.items():
+        source = self.version_source()
+        versions = source.versions(source.spec(self.kind))
+        for tag, why in source.catalog.skipped.items():
             logger.warning("Skipping %s: %s", tag, why)
         return versions
 
     def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
-        """The metadata of ``version`` (HEAD when None), from git alone."""
+        """The metadata of ``version`` from git alone. None means HEAD in a clone; without a
+        clone (read from the git remote) it means the latest version."""
         enable_verbose(verbose)
-        return self.repo.resolve(self.spec, version)[1]
+        source = self.version_source()
+        return source.resolve(source.spec(self.kind), version)[1]
 
     def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
         """Two versions side by side: metrics (``{metric: {old, new, delta}}``), sizes and, for
@@ -215,33 +236,23 @@ class CheckpointManager(VersionTagging):
         are None when the listings cannot be reached. A metric's delta is None unless both
         values are finite numbers, and is rounded to the precision of the two values."""
         enable_verbose(verbose)
-        a, b = self.metadata(old), self.metadata(new)
+        return self._compare(self.version_source(), old, new)
+
+    def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
+        spec = source.spec(self.kind)
+        a, b = source.resolve(spec, old)[1], source.resolve(spec, new)[1]
         result: dict[str, Any] = {"old": a.to_dict(), "new": b.to_dict(),
                                   "metrics": metric_rows(a, b),
                                   "size_delta_bytes": b.size_bytes - a.size_bytes}
-        if self.spec.tree:
+        if spec.tree:
             result["stats"] = {"file_count": delta_row(a.file_count, b.file_count)}
             try:
                 result["files"], result["file_changes"] = file_changes(
-                    self._tree_entries(a), self._tree_entries(b))
+                    _tree_entries(source, spec, a), _tree_entries(source, spec, b))
             except CPVError as e:
                 logger.warning("Cannot compare the files of %s and %s: %s", old, new, e)
                 result["files"] = result["file_changes"] = None
         return result
-
-    def _tree_entries(self, info: VersionInfo) -> dict[str, tuple[str, int | None]]:
-        """A folder version's files with md5 and size: from its tag when it lists them (git
-        alone), else from its listing, with the sizes of the files in the local cache."""
-        entries = entries_from_metadata(info)
-        if entries is not None:
-            return entries
-        repo = self.repo
-        pointer = repo.pointer_at(info.commit, self.spec.path) if info.commit else None
-        if pointer is None or not pointer.is_dir:
-            raise NothingToDoError(f"{info.tag or 'HEAD'} has no {self.spec.name} folder")
-        md5s = read_listing(repo, pointer)
-        sizes = cached_sizes(repo, md5s)
-        return {relpath: (md5, sizes[relpath]) for relpath, md5 in md5s.items()}
 
     # -- download and revert -------------------------------------------------------------------
 
@@ -276,30 +287,24 @@ class CheckpointManager(VersionTagging):
         """
         enable_verbose(verbose)
         given = caller_path(output_dir) if output_dir is not None else None
-        source: ObjectSource
-        try:
-            repo = self.repo
-        except NotARepositoryError:
-            if self.team_name is None or self.model_name is None:
-                raise
-            # No clone here: fetch just this version from the configured remotes.
-            detached = DetachedSource(self.config, self.team_name, self.model_name)
-            commit, info, pointer, spec = detached.resolve(self.kind, version)
-            source, team, model, root = detached, self.team_name, self.model_name, None
-        else:
-            spec = self.spec
-            repo.warm_up_storage()
-            commit, info = repo.resolve(spec, version)
-            found = repo.pointer_at(commit, spec.path)
-            assert found is not None
-            pointer, source, team, model, root = found, repo, repo.team, repo.model, repo.root
+        source = self.version_source()
+        spec = source.spec(self.kind)
+        root = None  # the working tree a download must not overwrite, when there is a clone
+        if isinstance(source, Repository):
+            root = source.root
+            source.warm_up_storage()  # connecting to S3 overlaps with reading git
+        commit, info = source.resolve(spec, version)
+        pointer = source.catalog.pointer_at(commit, spec.path)
+        if pointer is None:
+            raise NothingToDoError(f"{info.tag or commit[:10]} has no {self.kind}")
         select = file_selector(include, exclude)
         if select is not None and not spec.tree:
             raise CPVError(f"--include and --exclude pick files of a folder, and this "
                            f"repository's {self.kind} is the file {spec.name}",
                            hint="Download it without them.")
         out = given if given is not None else (
-            self.config.home / "downloads" / team / model / (info.version or commit[:12]))
+            self.config.home / "downloads" / source.team / source.model / (
+                info.version or commit[:12]))
         if out.exists() and not out.is_dir():
             raise CPVError(f"{out} is a file, not a folder",
                            hint="Pass -o (output_dir=) a folder to download into; it is created "
@@ -328,6 +333,8 @@ class CheckpointManager(VersionTagging):
             raise CPVError(f"Cannot write the {self.kind} to {out}: {e.strerror or e}",
                            hint="Pass -o a folder you can write to (it is created when "
                            "missing).") from e
+        if root is not None:
+            self.repo.warn_if_storage_folder_is_gone()
         logger.info("Downloaded %s %s to %s", self.kind, info.version or "HEAD", target)
         return target, info
 
@@ -385,3 +392,18 @@ def _occupied(target: Path) -> bool:
     if not os.path.lexists(target):
         return False
     return not target.is_dir() or target.is_symlink() or any(target.iterdir())
+
+
+def _tree_entries(source: VersionSource, spec: ArtifactSpec, info: VersionInfo
+                  ) -> dict[str, tuple[str, int | None]]:
+    """A folder version's files with md5 and size: from its tag when it lists them (git
+    alone), else from its listing, with the sizes of the files in the local cache."""
+    entries = entries_from_metadata(info)
+    if entries is not None:
+        return entries
+    pointer = source.catalog.pointer_at(info.commit, spec.path) if info.commit else None
+    if pointer is None or not pointer.is_dir:
+        raise NothingToDoError(f"{info.tag or 'HEAD'} has no {spec.name} folder")
+    md5s = read_listing(source, pointer)
+    sizes = cached_sizes(source, md5s)
+    return {relpath: (md5, sizes[relpath]) for relpath, md5 in md5s.items()}

@@ -24,6 +24,7 @@ from cp_manage.errors import (
 )
 from cp_manage.fsutil import Progress
 from cp_manage.manage.base import enable_verbose
+from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
 from cp_manage.manage.repository import Repository, is_lost_race
@@ -229,7 +230,7 @@ class CombinedCheckpointsManage:
         with repo.locked():
             repo.sync()
             model_commit, model_info = repo.resolve(repo.model_spec, tag)
-            data_commit, data_info = self._data_of(model_commit, model_info)
+            data_commit, data_info = self._data_of(repo, model_commit, model_info)
             restores = [self.models.plan_restore(model_commit, model_info, force=force),
                         self.data.plan_restore(data_commit, data_info, force=force)]
             new = restore_and_commit(
@@ -240,15 +241,15 @@ class CombinedCheckpointsManage:
 
     revert_checkpoint = revert_model_and_data
 
-    def _data_of(self, model_commit: str, model_info: VersionInfo) -> tuple[str, VersionInfo]:
+    def _data_of(self, source: VersionSource, model_commit: str, model_info: VersionInfo
+                 ) -> tuple[str, VersionInfo]:
         """The data released with a model version, else the data its commit holds."""
-        repo = self.repo
         if model_info.version is not None:
             try:
-                return repo.resolve(DATA, model_info.version)
+                return source.resolve(DATA, model_info.version)
             except VersionNotFoundError:
                 pass
-        info = repo.info_from_commit(DATA, model_commit, tag=None)
+        info = source.catalog.info_from_commit(DATA, model_commit, tag=None)
         if info is None:
             raise NothingToDoError(
                 f"{model_info.tag or 'HEAD'} has no dataset",
@@ -259,8 +260,9 @@ class CombinedCheckpointsManage:
 
     def get_combined_metadata(self, tag: str | None = None, verbose: bool = False, *,
                               record: bool = False) -> dict[str, Any]:
-        """The model and the data of ``tag`` (HEAD when None) and how they are linked, from
-        git alone.
+        """The model and the data of ``tag`` and how they are linked, from git alone. None
+        means HEAD in a clone; without a clone (read from the git remote, given the team and
+        the model) it means the latest model version.
 
         Args:
             record: describe model and data by their records alone (``VersionInfo.to_dict``:
@@ -275,13 +277,13 @@ class CombinedCheckpointsManage:
             the data the model's commit holds).
         """
         enable_verbose(verbose)
-        repo = self.repo
-        model_commit, model_info = repo.resolve(repo.model_spec, tag)
+        source = self.models.version_source()
+        model_commit, model_info = source.resolve(source.spec("model"), tag)
         try:
-            data_info: VersionInfo | None = self._data_of(model_commit, model_info)[1]
+            data_info: VersionInfo | None = self._data_of(source, model_commit, model_info)[1]
         except NothingToDoError:
             data_info = None
-        trained_on = repo.pointer_at(model_commit, DATA.path)
+        trained_on = source.catalog.pointer_at(model_commit, DATA.path)
         as_dict = VersionInfo.to_dict if record else VersionInfo.seed_dict
         return {
             "version": model_info.version,

@@ -21,6 +21,7 @@ from cp_manage.manage.base import (
     UploadResult,
     caller_path,
 )
+from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.compare import delta_row
 from cp_manage.manage.dataset import count_samples, read_listing, splits_of
 from cp_manage.spec import DATA_PATH
@@ -159,7 +160,11 @@ class DataCheckpointsManage(CheckpointManager):
         """Two versions side by side: sizes, file, split and sample counts with deltas, and
         which files were added, removed or modified (None when the listings are unreachable).
         """
-        result = super().diff(old, new, verbose=verbose)
+        return super().diff(old, new, verbose=verbose)
+
+    def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
+        """The generic comparison plus sample and per-split file counts."""
+        result = super()._compare(source, old, new)
         a, b = result["old"], result["new"]
         rows: dict[str, dict[str, Any]] = result["stats"]
         rows["sample_count"] = delta_row(a.get("sample_count"), b.get("sample_count"))

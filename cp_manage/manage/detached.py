@@ -1,7 +1,12 @@
-"""Fetching a version on a machine that has no clone: from the configuration alone.
+"""Reading and fetching versions on a machine that has no clone: from the configuration alone.
 
-The git URL comes from ``git_url_template``; only the version's tag is fetched, shallow, into a
-bare mirror under ``$CPV_HOME/mirrors``, and only that version's objects come from storage.
+The git URL comes from ``git_url_template``. The remote's tags are fetched with the history
+behind them (small: pointers, metrics, code; no branch) into a bare mirror under
+``$CPV_HOME/mirrors``. The history is what dates an untagged artifact by its upload, as in a
+clone. The same ``Catalog`` a clone uses then lists and describes the versions, and a download
+takes only its version's objects from storage. Without a clone there is no HEAD: no version
+means the latest one. The model's artifact (a file or a folder) is the one the newest tagged
+commit's ``.cpv.json`` names.
 """
 
 from __future__ import annotations
@@ -9,23 +14,33 @@ from __future__ import annotations
 import configparser
 import json
 import logging
+import shutil
+
+from filelock import FileLock, Timeout
 
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache
 from cp_manage.backends.git import Git, run_git
-from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
-from cp_manage.errors import ConfigError, VersionNotFoundError
+from cp_manage.errors import (
+    ConcurrentModificationError,
+    ConfigError,
+    CPVError,
+    RemoteError,
+    VersionNotFoundError,
+)
+from cp_manage.manage.catalog import Catalog
 from cp_manage.manage.repository import REPO_FILE, STORAGE_REMOTE
 from cp_manage.spec import DATA, ArtifactSpec
-from cp_manage.versions import Kind, Version
+from cp_manage.versions import Kind
 
 logger = logging.getLogger(__name__)
 
 
 class DetachedSource:
-    """The parts of a repository a download needs (``cache``, ``storage``), without a clone."""
+    """The team's versions of one model without a clone: a ``VersionSource`` (catalog, cache
+    and storage) backed by a bare mirror of the git remote's tags."""
 
     def __init__(self, config: CPVConfig, team: str, model: str) -> None:
         self.config = config
@@ -33,65 +48,133 @@ class DetachedSource:
         self.git_url = config.git_url(team, model)
         self.mirror = config.home / "mirrors" / team / f"{model}.git"
         self.git = Git(self.mirror)
+        self.catalog = Catalog(self.git, team, model)
         self.cache = LocalCache(config.home / "cache" / team / model)
+        self._fetched = False
+        self._storage_commit: str | None = None
         self._storage: Storage | None = None
+        self._model_spec: ArtifactSpec | None = None
+
+    # -- the mirror ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Bring the mirror's tags in step with the git remote (once per instance).
+
+        Every tag comes with its commit and that commit's files (pointers, ``metrics.log``,
+        ``.dvc/config``), never their history. When the remote cannot be reached but the
+        mirror holds tags from an earlier run, those are used, with a warning.
+
+        Raises:
+            RemoteError: the remote cannot be reached (or holds no such repository) and
+                nothing was fetched from it before.
+        """
+        if self._fetched:
+            return
+        self.mirror.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.mirror.parent / f"{self.model}.git.lock"))
+        try:
+            lock.acquire(timeout=600)
+        except Timeout as e:
+            raise ConcurrentModificationError(
+                f"Another cpv command is still fetching into {self.mirror}",
+                hint="Wait for it to finish, then run this command again.") from e
+        try:
+            created = not (self.mirror / "HEAD").exists()
+            if created:
+                self.mirror.mkdir(exist_ok=True)
+                run_git(["init", "--quiet", "--bare"], cwd=self.mirror)
+            try:
+                self._fetch_tags()
+            except RemoteError as e:
+                if created:
+                    shutil.rmtree(self.mirror, ignore_errors=True)  # e.g. a mistyped model
+                if created or not self.git.out("for-each-ref", "--count=1", "refs/tags"):
+                    raise RemoteError(f"Cannot read the versions of {self.team}/{self.model} "
+                                      f"from {self.git_url}", command=e.command,
+                                      stderr=e.stderr, hint=e.hint) from e
+                logger.warning("Could not fetch versions from %s (%s); showing those fetched "
+                               "before", self.git_url, e.message)
+        finally:
+            lock.release()
+        self._fetched = True
+
+    def _fetch_tags(self) -> None:
+        args = ["fetch", "--quiet", "--no-write-fetch-head", "--prune", "--no-tags",
+                self.git_url, "+refs/tags/*:refs/tags/*"]
+        if self.git.run(*args, check=False).returncode == 0:
+            return
+        # A fetch that matches no ref may fail without a word: either the remote has no
+        # tags (no version yet) or the fetch failed. The remote's listing tells which.
+        if run_git(["ls-remote", "--tags", "--refs", self.git_url], cwd=None).stdout.strip():
+            self.git.run(*args)  # it failed: again, to raise its readable error
+        self.git.delete_tags(*self.git.out("tag").split())  # as --prune would have done
+
+    # -- reading (VersionSource) ---------------------------------------------------------------
+
+    def spec(self, kind: Kind) -> ArtifactSpec:
+        """The artifact of ``kind``: for the model, the one the ``.cpv.json`` of the newest
+        tagged commit names (``model.bin`` when it names none); for data, ``data/``.
+
+        Raises:
+            ConfigError: that ``.cpv.json`` is corrupt or names an unusable artifact.
+        """
+        if kind == DATA.kind:
+            return DATA
+        if self._model_spec is None:
+            self.refresh()
+            newest = self.git.run("rev-list", "-1", "--tags", check=False).stdout.decode().strip()
+            raw = self.git.show(newest, REPO_FILE) if newest else None
+            try:
+                recorded = json.loads(raw or b"{}")
+                artifact = recorded.get("artifact") if isinstance(recorded, dict) else None
+                self._model_spec = ArtifactSpec.model(
+                    artifact if isinstance(artifact, str) else None)
+            except (ValueError, CPVError) as e:
+                raise ConfigError(f"The {REPO_FILE} of {self.git_url} names no usable "
+                                  f"artifact ({e})", hint="Restore it in the repository and "
+                                  "push.") from e
+        return self._model_spec
+
+    def versions(self, spec: ArtifactSpec) -> list[VersionInfo]:
+        """Every version of ``spec`` on the git remote, oldest first."""
+        self.refresh()
+        return self.catalog.versions(spec)
+
+    def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
+        """The commit and metadata of ``version`` (the latest when None).
+
+        Raises:
+            InvalidVersionError, VersionNotFoundError, PointerError, RemoteError.
+        """
+        self.refresh()
+        try:
+            if version is None:
+                latest = self.catalog.versions(spec)
+                if not latest or latest[-1].commit is None:
+                    raise VersionNotFoundError("(latest)", known=[], kind=spec.kind)
+                found = latest[-1].commit, latest[-1]
+            else:
+                found = self.catalog.resolve(spec, version)
+        except VersionNotFoundError as e:
+            # The listing that works here names the model: no clone says which.
+            kind = spec.kind
+            e.hint = e.hint.replace(f"'cpv {kind} list'",
+                                    f"'cpv {kind} list --team {self.team} --model {self.model}'")
+            raise
+        if found[0] != self._storage_commit:
+            self._storage_commit, self._storage = found[0], None
+        return found
+
+    # -- objects (for downloads) ---------------------------------------------------------------
 
     @property
     def storage(self) -> Storage:
-        assert self._storage is not None, "resolve() a version first"
+        """The storage the ``.dvc/config`` of the last resolved version names."""
+        if self._storage is None:
+            assert self._storage_commit is not None, "resolve() a version first"
+            self._storage = open_storage(self._storage_url(self._storage_commit),
+                                         config=self.config)
         return self._storage
-
-    def _latest_tag(self, spec: ArtifactSpec) -> str:
-        listing = run_git(["ls-remote", "--tags", "--refs", self.git_url], cwd=None).stdout
-        versions: list[tuple[Version, str]] = []
-        for line in listing.decode().splitlines():
-            ref = line.split("\t", 1)[-1].removeprefix("refs/tags/")
-            number = spec.version_of(ref)
-            if number is not None:
-                versions.append((number, ref))
-        if not versions:
-            raise VersionNotFoundError("(latest)", kind=spec.kind)
-        return max(versions)[1]
-
-    def resolve(self, kind: Kind, version: str | None
-                ) -> tuple[str, VersionInfo, Pointer, ArtifactSpec]:
-        """Fetch ``version``'s tag (the latest when None) shallowly; return its commit,
-        metadata, pointer and artifact (from the commit's ``.cpv.json``), and open the storage
-        its ``.dvc/config`` names."""
-        # Tag names do not depend on the model's artifact, only on the kind.
-        naming = DATA if kind == DATA.kind else ArtifactSpec.model()
-        tag = naming.tag(naming.parse(version)) if version else self._latest_tag(naming)
-        if not (self.mirror / "HEAD").exists():
-            self.mirror.mkdir(parents=True, exist_ok=True)
-            run_git(["init", "--quiet", "--bare"], cwd=self.mirror)
-        fetched = self.git.run("fetch", "--quiet", "--depth=1", "--no-tags", self.git_url,
-                               f"+refs/tags/{tag}:refs/tags/{tag}", check=False)
-        if fetched.returncode != 0:
-            if b"couldn't find remote ref" in fetched.stderr:
-                raise VersionNotFoundError(tag.removeprefix("data/"), kind=kind)
-            run_git(["ls-remote", self.git_url], cwd=None)  # raises the readable remote error
-            raise VersionNotFoundError(tag, kind=kind)
-        records = [r for r in self.git.tags(tag) if r.name == tag]
-        if not records:
-            raise VersionNotFoundError(tag, kind=kind)
-        record = records[0]
-        spec = naming if kind == DATA.kind else self._model_spec(record.commit)
-        info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-        raw = self.git.show(record.commit, spec.pointer_file)
-        if info is None or raw is None:
-            raise VersionNotFoundError(tag, kind=kind)
-        pointer = parse_pointer(raw, source=spec.pointer_file, expected_path=spec.path)
-        self._storage = open_storage(self._storage_url(record.commit), config=self.config)
-        return record.commit, info, pointer, spec
-
-    def _model_spec(self, commit: str) -> ArtifactSpec:
-        """The model artifact ``.cpv.json`` names at ``commit`` (``model.bin`` when none)."""
-        try:
-            recorded = json.loads(self.git.show(commit, REPO_FILE) or b"{}")
-        except ValueError as e:
-            raise ConfigError(f"{REPO_FILE} of {self.git_url} is corrupt ({e})") from e
-        artifact = recorded.get("artifact") if isinstance(recorded, dict) else None
-        return ArtifactSpec.model(artifact if isinstance(artifact, str) else None)
 
     def _storage_url(self, commit: str) -> str:
         parser = configparser.ConfigParser()

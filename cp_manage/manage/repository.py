@@ -22,12 +22,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
 from cp_manage.backends.git import Git, check_identity, run_git
 from cp_manage.backends.pointer import Pointer, parse_pointer
-from cp_manage.backends.storage import Storage, open_storage
+from cp_manage.backends.storage import LocalStorage, Storage, open_storage
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
     ConcurrentModificationError,
@@ -36,23 +35,24 @@ from cp_manage.errors import (
     GitError,
     InvalidNameError,
     NotARepositoryError,
-    PointerError,
     RemoteError,
     VersionNotFoundError,
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.git_urls import parse_git_url
+from cp_manage.manage.catalog import DATA_PATH as DATA_PATH  # noqa: PLC0414 - re-exported
+from cp_manage.manage.catalog import METRICS_FILE as METRICS_FILE  # noqa: PLC0414
+from cp_manage.manage.catalog import MODEL_PATH as MODEL_PATH  # noqa: PLC0414
+from cp_manage.manage.catalog import Catalog
+from cp_manage.manage.catalog import last_metrics as last_metrics  # noqa: PLC0414
 from cp_manage.manage.pool import WorkspacePool
-from cp_manage.spec import DATA, DATA_PATH, DEFAULT_ARTIFACT, ArtifactSpec
+from cp_manage.spec import DATA, ArtifactSpec
 from cp_manage.versions import Kind, Version, validate_name
 
 logger = logging.getLogger(__name__)
 
 REPO_FILE = ".cpv.json"
-METRICS_FILE = "metrics.log"
-MODEL_PATH = DEFAULT_ARTIFACT
-"""The model artifact of a repository made without ``--artifact`` (see ``model_spec``)."""
 STORAGE_REMOTE = "storage"
 PUSH_ATTEMPTS = 30
 TAG_ATTEMPTS = 30
@@ -88,14 +88,12 @@ class Repository:
         self.model_spec = ArtifactSpec.model(artifact)
         """The model artifact chosen at init (``model.bin`` when ``.cpv.json`` names none)."""
         self.git = Git(root)
+        self.catalog = Catalog(self.git, team, model)
+        """The versions this clone's tags hold (``versions`` and ``resolve`` fetch first)."""
         self.cache = LocalCache(root / ".dvc" / "cache")
         self._private = root / ".git" / "cpv"
         self.state = StatRecord(self._private / "state.json")
-        # Objects this clone has seen in storage, so an unchanged upload or a tag needs no
-        # storage round trip (nor boto3's start-up); 'cpv doctor' asks the storage itself.
-        self.stored = StatRecord(self._private / "stored.json")
         self.pool = WorkspacePool(self._private / "pool")
-        self.skipped: dict[str, str] = {}  # tags left out of a listing, and why
         self._storage: Storage | None = None
 
     # -- opening -------------------------------------------------------------------------------
@@ -362,17 +360,22 @@ class Repository:
         return url
 
     def missing_in_storage(self, oids: Iterable[str]) -> set[str]:
-        """Those of ``oids`` not in storage, asking storage only about unrecorded ones."""
-        url = self.storage_url()
-        unknown = {oid for oid in oids if not self.stored.has(f"{url}\0{oid}")}
-        missing = self.storage.missing(unknown) if unknown else set()
-        self.record_stored(unknown - missing)
-        return missing
+        """Those of ``oids`` not in storage, as storage itself says now (one stat or HEAD
+        each, or one listing). No record of what was uploaded once is trusted instead:
+        objects can be removed from storage behind cpv's back (``dvc gc -c``, a clean-up).
+        """
+        return self.storage.missing(oids)
 
-    def record_stored(self, oids: Iterable[str]) -> None:
-        url = self.storage_url()
-        for oid in oids:
-            self.stored.mark(f"{url}\0{oid}")
+    def warn_if_storage_folder_is_gone(self) -> None:
+        """Warn when a local storage folder is gone (one stat): what needed no storage, such as
+        a download served from the local cache, succeeds, but the user must hear of it. S3 is
+        not asked here: that would be a round trip, or fail offline."""
+        storage = self.storage
+        if isinstance(storage, LocalStorage) and not storage.root.is_dir():
+            logger.warning("The storage folder %s does not exist (is the share that holds it "
+                           "mounted?); this came from the local cache, but uploads, tags and "
+                           "downloads of anything not cached fail until it is back",
+                           storage.root)
 
     def warm_up_storage(self) -> None:
         """Start connecting to storage in the background, where that is slow (S3)."""
@@ -404,7 +407,6 @@ class Repository:
         finally:
             self.cache.flush()  # nothing is recorded about an object before it is on disk
             self.state.save()
-            self.stored.save()
             lock.release()
 
     def branch(self) -> str:
@@ -563,10 +565,7 @@ class Repository:
         return head
 
     def pointer_at(self, commit: str, path: str) -> Pointer | None:
-        raw = self.git.show(commit, f"{path}.dvc")
-        if raw is None:
-            return None
-        return parse_pointer(raw, source=f"{path}.dvc", expected_path=Path(path).name)
+        return self.catalog.pointer_at(commit, path)
 
     def workspace_pointer(self, path: str) -> Pointer | None:
         """The pointer file as it is in the working tree (validated)."""
@@ -577,43 +576,18 @@ class Repository:
                              expected_path=Path(path).name)
 
     def metrics_at(self, commit: str | None) -> dict[str, Any]:
-        raw = self.git.show(commit, METRICS_FILE) if commit else None
-        return last_metrics(raw or b"")
+        return self.catalog.metrics_at(commit)
 
     def spec(self, kind: Kind) -> ArtifactSpec:
         """The artifact of ``kind``: this repository's model, or its data."""
         return self.model_spec if kind == self.model_spec.kind else DATA
 
     def versions(self, spec: ArtifactSpec, *, fetch: bool = True) -> list[VersionInfo]:
-        """Every version of ``spec``, oldest first by number, read from tags alone."""
+        """Every version of ``spec``, oldest first by number, read from tags alone (after
+        fetching the remote's, unless ``fetch`` is False)."""
         if fetch:
             self.fetch_tags_quietly()
-        found: list[tuple[Version, VersionInfo]] = []
-        for record in self.git.tags(spec.tag_pattern):
-            number = spec.version_of(record.name)
-            if number is None:
-                continue
-            info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-            if info is None or info.kind != spec.kind:
-                try:
-                    info = self.info_from_commit(spec, record.commit, tag=record.name)
-                except PointerError as e:
-                    # A tag cpv did not write, on a broken commit: list the others.
-                    self.skipped[record.name] = str(e)
-                    continue
-                if info is None:
-                    continue
-            info.version = str(number)
-            found.append((number, info))
-        result = [info for _, info in sorted(found, key=lambda pair: pair[0])]
-        if spec.records_metrics and any((i.data_version or "").startswith("md5:")
-                                        for i in result):
-            # Lineage recorded before its data was tagged: name the data by its tag now.
-            data_tags = {i.md5: i.tag for i in self.versions(DATA, fetch=False)}
-            for info in result:
-                if info.data_version and info.data_version.startswith("md5:"):
-                    info.data_version = data_tags.get(info.data_version[4:], info.data_version)
-        return result
+        return self.catalog.versions(spec)
 
     def version_numbers(self, spec: ArtifactSpec) -> list[Version]:
         return [spec.parse(info.version) for info in self.versions(spec, fetch=False)
@@ -621,7 +595,8 @@ class Repository:
 
     def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version`` (HEAD when None: HEAD's version, exactly as
-        by its name, when HEAD carries one).
+        by its name, when HEAD carries one); the remote's tags are fetched only when the version
+        is not known here.
 
         Raises:
             InvalidVersionError, VersionNotFoundError, NothingToDoError.
@@ -635,55 +610,18 @@ class Repository:
             if info is None:
                 raise VersionNotFoundError("HEAD", known=None, kind=spec.kind)
             return head, info
-        number = spec.parse(version)
-        tag = spec.tag(number)
-        for attempt in range(2):
-            for info in self.versions(spec, fetch=attempt == 1):
-                if info.tag == tag and info.commit:
-                    return info.commit, info
-        commit = self.git.rev_parse(f"refs/tags/{tag}")
-        if commit is not None:
-            # The tag exists but was skipped from the listing: say why (a broken pointer).
-            found = self.info_from_commit(spec, commit, tag=tag)
-            if found is not None:
-                found.version = str(number)
-                return commit, found
-        raise VersionNotFoundError(str(number), kind=spec.kind,
-                                   known=[str(i.version) for i in self.versions(spec, fetch=False)])
+        found = self.catalog.find(spec, version)
+        if found is not None:
+            return found
+        self.fetch_tags_quietly()
+        return self.catalog.resolve(spec, version)
 
     def info_from_commit(self, spec: ArtifactSpec, commit: str, *,
                          tag: str | None) -> VersionInfo | None:
-        """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag).
-
-        Date, author and message are those of the upload: the last commit up to ``commit``
-        that changed the artifact (or, for a model, its metrics).
-        """
-        pointer = self.pointer_at(commit, spec.path)
-        if pointer is None:
-            return None
-        model = spec.records_metrics
-        changed = [spec.pointer_file, METRICS_FILE] if model else [spec.pointer_file]
-        log = ["log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit]
-        # A shallow history may not reach the upload: then the commit itself speaks for it.
-        upload = self.git.out(*log, "--", *changed) or self.git.out(*log)
-        date, author, subject = upload.split("\0", 2)
-        return VersionInfo(
-            kind=spec.kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
-            size_bytes=pointer.size, metrics=self.metrics_at(commit) if model else {},
-            created_at=date, author=author, message=subject, cpv_version=__version__,
-            commit=commit, team=self.team, model=self.model, file_count=pointer.nfiles,
-            data_version=self.data_version_at(commit) if model else None,
-        )
+        return self.catalog.info_from_commit(spec, commit, tag=tag)
 
     def data_version_at(self, commit: str) -> str | None:
-        """Lineage: the data tag whose dataset the commit holds, else ``md5:<hash>``."""
-        pointer = self.pointer_at(commit, DATA_PATH)
-        if pointer is None:
-            return None
-        for info in reversed(self.versions(DATA, fetch=False)):
-            if info.md5 == pointer.md5:
-                return info.tag
-        return f"md5:{pointer.md5}"
+        return self.catalog.data_version_at(commit)
 
     def author(self) -> str:
         result = self.git.run("var", "GIT_COMMITTER_IDENT", check=False)
@@ -708,20 +646,6 @@ def is_lost_race(error: CPVError) -> bool:
     text = str(getattr(error, "stderr", "")).lower()
     return any(s in text for s in ("non-fast-forward", "fetch first", "already exists",
                                    "[rejected]", "stale info", "cannot lock ref"))
-
-
-def last_metrics(raw: bytes) -> dict[str, Any]:
-    """The current metrics: the last JSON object line of ``metrics.log``."""
-    for raw_line in reversed(raw.decode("utf-8", "replace").splitlines()):
-        line = raw_line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else {}
-    return {}
 
 
 def append_metrics(raw: bytes | None, metrics: dict[str, Any]) -> bytes:

@@ -150,7 +150,8 @@ class VersionTagging:
         return None
 
     def version_info_for(self, commit: str, *, verbose: bool = False) -> VersionInfo:
-        """Metadata for a new tag on ``commit``, checking its blobs are in storage.
+        """Metadata for a new tag on ``commit``, once storage confirms it holds every object
+        of the artifact (a folder's files as well as its listing).
 
         Raises:
             NothingToDoError: the commit holds no uploaded artifact.
@@ -163,9 +164,14 @@ class VersionTagging:
         if pointer is None:
             raise NothingToDoError(f"HEAD has no uploaded {self.kind}",
                                    hint=f"Run 'cpv {self.kind} upload' first.")
-        if repo.missing_in_storage([pointer.oid]):
-            raise StorageError(f"The {self.kind} of HEAD ({pointer.oid}) is not in storage",
-                               hint="Run 'cpv doctor --repair' or upload it again.")
+        missing = repo.missing_in_storage(handler.objects(repo, pointer))
+        if missing:
+            repo.storage.check_location()  # a missing bucket is the better explanation
+            what = pointer.oid if pointer.oid in missing else (
+                f"{len(missing)} file(s) of {pointer.oid}")
+            raise StorageError(f"The {self.kind} of HEAD ({what}) is not in storage",
+                               hint="Run 'cpv doctor --repair' (it uploads what this clone "
+                               "has cached), or upload it again.")
         base = repo.info_from_commit(spec, commit, tag=None)
         assert base is not None
         base.created_at = utc_now()

@@ -158,12 +158,21 @@ def test_download_without_a_clone_from_the_configuration_alone(
     assert files_under(empty / "data") == released.datasets["data/v0.3"]
     assert sorted(p.name for p in empty.iterdir()) == ["data", "v0.2"]  # no clone was made
 
-    # Only the requested tags were fetched, each shallow: one commit per tag.
+    # Reading too: the versions and their metadata, as the clone shows them.
+    no_clone = ("--team", TEAM, "--model", MODEL)
+    for args in (("model", "list", "--json"), ("data", "list", "--json"),
+                 ("model", "show", "v0.3", "--json"), ("model", "diff", "v0.1", "v0.2"),
+                 ("combined", "show", "v0.3", "--json")):
+        assert other.cpv(*args, *no_clone, cwd=empty).stdout == released.infra.cpv(
+            *args, cwd=released.repo).stdout, args
+    assert sorted(p.name for p in empty.iterdir()) == ["data", "v0.2"]
+
+    # The tags were fetched with their history, and no branch.
     mirror = other.cpv_home / "mirrors" / TEAM / f"{MODEL}.git"
     refs = other.git("for-each-ref", "--format=%(refname)", cwd=mirror).splitlines()
-    assert refs == ["refs/tags/data/v0.3", "refs/tags/v0.2"]
-    assert (mirror / "shallow").is_file()
-    assert other.git("rev-list", "--count", "--all", cwd=mirror) == "2"
+    assert refs == [f"refs/tags/{t}" for t in ("data/v0.1", "data/v0.3", "v0.1", "v0.2",
+                                               "v0.3")]
+    assert not (mirror / "shallow").exists()
     # Only those versions' objects came from storage: nothing of v0.1, v0.3 or data/v0.1.
     cached = {p.parent.name + p.name for p in (other.cpv_home / "cache").rglob("*")
               if p.is_file()}
