@@ -149,6 +149,9 @@ def test_download_lays_the_tree_in_the_folder_whole_or_in_part(
     assert fetched.model_path == tmp_path / "detached"
     assert "config.json" in files_under(fetched.model_path)
     assert not any(name.endswith(".safetensors") for name in files_under(fetched.model_path))
+    meta = detached.get_model_metadata(tag)
+    assert (meta["path"], meta["file_count"]) == ("checkpoint", 11)
+    assert detached.diff(tag, tag)["file_changes"] == []
 
 
 def test_revert_makes_the_folder_exactly_that_version(folder_repo: ModelRepo,
