@@ -83,6 +83,7 @@ class LocalStorage:
             with open(source, "rb") as reader, open(target, "x+b") as writer:
                 md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
                                        progress=progress)
+                crash_point("storage_download")
         except FileNotFoundError as e:
             raise StorageError(f"Object {oid} is missing from storage {self.root}",
                                hint="Run 'cpv doctor --repair' on a machine that has it cached."

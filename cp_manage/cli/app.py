@@ -1,20 +1,23 @@
 """The ``cpv`` command: argument parsing and the error boundary, nothing else.
 
 Exit codes: 0 success, 1 an operation failed (one readable line, no traceback unless
-``--verbose``), 2 a usage error (click's own).
+``--verbose``), 2 a usage error (click's own), 130 / 143 stopped by SIGINT / SIGTERM (one line
+saying what already reached the git remote).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from typing import Any
 
 import click
 
-from cp_manage import __version__
+from cp_manage import __version__, interrupts
 from cp_manage.cli import output
+from cp_manage.interrupts import Interruption, interruption
 
 
 class CPVGroup(click.Group):
@@ -30,9 +33,12 @@ class CPVGroup(click.Group):
                 traceback.print_exc()
             output.error(str(e))
             ctx.exit(1)
-        except KeyboardInterrupt:
-            output.error("Interrupted; nothing half-made was kept. Run the command again.")
-            ctx.exit(130)
+        except (Interruption, KeyboardInterrupt) as e:
+            if _verbose(ctx):
+                traceback.print_exc()
+            stop = e if isinstance(e, Interruption) else interruption(signal.SIGINT)
+            output.error(str(stop))
+            ctx.exit(stop.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as e:  # a bug: say so in one line, details on request
@@ -92,9 +98,16 @@ def _skip_final_collection() -> None:
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    interrupts.install()  # SIGINT and SIGTERM now stop cpv at a safe point, with one line
     try:
         cli.main(prog_name="cpv")
+    except Interruption as e:  # outside a command (while parsing arguments)
+        output.error(str(e))
+        sys.exit(e.exit_code)
     finally:
+        # The command is over and has said how it ended; a signal now simply ends the process.
+        for signum in interrupts.SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
         _skip_final_collection()
     sys.exit(0)
 
