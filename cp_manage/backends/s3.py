@@ -30,6 +30,7 @@ from cp_manage.fsutil import (
     BufferPool,
     DirectWriter,
     Progress,
+    explain_os_error,
     open_direct,
     read_into,
     write_all,
@@ -389,6 +390,8 @@ class S3Storage:
             except StorageError:
                 raise
             except OSError as e:  # the local side: disk full, quota, I/O error
+                if explain_os_error(e) is not e:
+                    raise  # a full, read-only or refused disk: the caller names what it writes
                 raise StorageError(f"Cannot write {target}: {e.strerror or e}",
                                    hint="Free some space (or fix the disk), then run the "
                                    "command again.") from e

@@ -2,16 +2,20 @@
 
 Exit codes: 0 success, 1 an operation failed (one readable line, no traceback unless
 ``--verbose``), 2 a usage error (click's own), 130 / 143 stopped by SIGINT / SIGTERM (one line
-saying what already reached the git remote).
+saying what already reached the git remote). When the output pipe is closed (``cpv model list |
+head -1``) cpv stops quietly, as git does, with exit code 1: what rich and click do there too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import select
 import signal
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -25,6 +29,7 @@ class CPVGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from cp_manage.errors import CPVError
+        from cp_manage.fsutil import explain_os_error
 
         try:
             return super().invoke(ctx)
@@ -41,12 +46,54 @@ class CPVGroup(click.Group):
             ctx.exit(stop.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception as e:  # a bug: say so in one line, details on request
+        except OSError as e:
+            if _output_closed(e):
+                _quiet_exit()
+            explained = explain_os_error(e)
+            if explained is e:
+                _unexpected(ctx, e)
             if _verbose(ctx):
                 traceback.print_exc()
-            output.error(f"Unexpected {type(e).__name__}: {e}. Run again with --verbose "
-                         "for the traceback and please report it.")
+            output.error(str(explained))
             ctx.exit(1)
+        except Exception as e:  # a bug: say so in one line, details on request
+            _unexpected(ctx, e)
+
+
+def _unexpected(ctx: click.Context, error: Exception) -> NoReturn:
+    if _verbose(ctx):
+        traceback.print_exc()
+    output.error(f"Unexpected {type(error).__name__}: {error}. Run again with --verbose "
+                 "for the traceback and please report it.")
+    ctx.exit(1)
+
+
+def _output_closed(error: OSError) -> bool:
+    """Whether ``error`` is cpv writing to a pipe whose reader has gone (``| head``)."""
+    if error.errno != errno.EPIPE:
+        return False
+    if not hasattr(select, "poll"):
+        return True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller = select.poll()
+            poller.register(stream.fileno(), 0)
+            if any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def _quiet_exit() -> NoReturn:
+    """Stop without a word, as the Python documentation recommends for a closed pipe: what is
+    still buffered for stdout goes to /dev/null, so nothing complains at exit either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    sys.exit(1)
 
 
 def _verbose(ctx: click.Context) -> bool:
