@@ -16,7 +16,9 @@ afterwards carries that list, so the CLI can say exactly what was kept.
 The library never installs handlers itself (a program embedding it owns its signals): without
 ``install()`` a critical section changes nothing and SIGINT raises Python's own
 KeyboardInterrupt. After the first interruption is raised, further signals are ignored, so a
-second Ctrl-C cannot cut the clean-up short.
+second Ctrl-C cannot cut the clean-up short (every step of it is bounded by a timeout).
+Before the CLI has installed its handlers (while Python starts and imports cpv, a few tenths
+of a second) a signal has the default effect, and nothing has been done yet.
 """
 
 from __future__ import annotations
