@@ -75,6 +75,7 @@ def interruption(signum: int) -> Interruption:
 
 class _State:
     installed = False
+    held = False  # install(hold=True) and no release() yet
     depth = 0  # nested critical sections entered and not yet left
     pending: int | None = None  # a signal that arrived inside a critical section
     stopping = False  # an interruption was raised: ignore further signals
@@ -102,14 +103,30 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     raise interruption(signum)
 
 
-def install() -> None:
-    """Make SIGINT and SIGTERM raise an ``Interruption`` (call from the main thread)."""
+def install(*, hold: bool = False) -> None:
+    """Make SIGINT and SIGTERM raise an ``Interruption`` (call from the main thread).
+
+    With ``hold``, a signal waits until ``release()``, as in a critical section: the CLI holds
+    them while click parses the arguments, since click would turn a KeyboardInterrupt there
+    into its own "Aborted!".
+    """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("signal handlers can only be installed from the main thread")
     for signum in SIGNALS:
         _state.previous.setdefault(signum, signal.getsignal(signum))
         signal.signal(signum, _handle)
     _state.installed = True
+    if hold and not _state.held:
+        _state.held = True
+        _state.depth += 1
+
+
+def release() -> None:
+    """End the hold ``install(hold=True)`` began; a signal that came meanwhile is raised now."""
+    if _state.held:
+        _state.held = False
+        _state.depth -= 1
+        _raise_pending(None)
 
 
 def uninstall() -> None:
@@ -118,6 +135,9 @@ def uninstall() -> None:
         signal.signal(signum, handler)
     _state.previous.clear()
     _state.installed = False
+    if _state.held:
+        _state.held = False
+        _state.depth -= 1
     _state.pending = None
     _state.stopping = False
     _state.kept.clear()

@@ -359,3 +359,17 @@ def test_a_signal_inside_a_critical_section_waits_for_its_end() -> None:
     finally:
         interrupts.uninstall()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_held_signal_is_raised_on_release() -> None:
+    """What the CLI does while click parses the arguments."""
+    interrupts.install(hold=True)
+    try:
+        signal.raise_signal(signal.SIGINT)
+        assert interrupts.pending() == signal.SIGINT
+        with pytest.raises(interrupts.Interrupted) as raised:
+            interrupts.release()
+        assert isinstance(raised.value, KeyboardInterrupt) and raised.value.exit_code == 130
+        assert "nothing was changed" in str(raised.value)
+    finally:
+        interrupts.uninstall()

@@ -32,6 +32,7 @@ class CPVGroup(click.Group):
         from cp_manage.fsutil import explain_os_error
 
         try:
+            interrupts.release()  # from here on a signal is reported like any other ending
             return super().invoke(ctx)
         except CPVError as e:
             if _verbose(ctx):
@@ -145,12 +146,11 @@ def _skip_final_collection() -> None:
 def main() -> None:
     """Console entry point."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    interrupts.install()  # SIGINT and SIGTERM now stop cpv at a safe point, with one line
+    # SIGINT and SIGTERM now stop cpv at a safe point, with one line (held until the command
+    # starts, see CPVGroup.invoke).
+    interrupts.install(hold=True)
     try:
         cli.main(prog_name="cpv")
-    except Interruption as e:  # outside a command (while parsing arguments)
-        output.error(str(e))
-        sys.exit(e.exit_code)
     finally:
         # The command is over and has said how it ended; a signal now simply ends the process.
         for signum in interrupts.SIGNALS:
