@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CPV, TIMEOUT, ModelRepo, git, run_cpv, storage_object, write_random
+from helpers import (
+    CPV,
+    TIMEOUT,
+    ModelRepo,
+    git,
+    md5_of,
+    run_cpv,
+    storage_object,
+    write_random,
+)
 from servers import SeaweedS3
 
 from cp_manage import interrupts
@@ -175,6 +184,22 @@ def test_tag_signalled_after_creating_it_reports_the_pushed_tag(
     assert "already v0.1" in again.stdout + again.stderr
     assert [ref for ref in remote_refs(repo) if ref.startswith("refs/tags/")] == [
         "refs/tags/v0.1", "refs/tags/v0.1^{}"]
+    assert_nothing_left(repo)
+
+
+@pytest.mark.parametrize("point", ["after_commit", "after_push"])
+def test_revert_signalled_once_pushed_keeps_the_reverted_artifact(repo: ModelRepo,
+                                                                   point: str) -> None:
+    """The workspace matches what the remote now says HEAD is: the revert is not undone."""
+    first, _ = repo.upload(seed=1)
+    run_cpv("model", "tag", cwd=repo.root)
+    repo.upload(seed=2)
+    before = remote_refs(repo)
+    result = cpv_with(["model", "revert", "v0.1"], repo.root, CPV_TEST_SIGNAL_AT=point)
+    assert assert_truthful(result, signal.SIGTERM, before, remote_refs(repo)) == "kept"
+    assert first in repo.git("show", f"{remote_refs(repo)['refs/heads/main']}:model.bin.dvc")
+    assert md5_of(repo.model_file) == first
+    assert "nothing changed" in run_cpv("model", "revert", "v0.1", cwd=repo.root).stdout
     assert_nothing_left(repo)
 
 
