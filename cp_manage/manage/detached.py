@@ -4,8 +4,8 @@ The git URL comes from ``git_url_template``. The remote's tags are fetched with 
 behind them (small: pointers, metrics, code; no branch) into a bare mirror under
 ``$CPV_HOME/mirrors``. The history is what dates an untagged artifact by its upload, as in a
 clone. The same ``Catalog`` a clone uses then lists and describes the versions, and a download
-takes only its version's objects from storage. Without a clone there is no HEAD: no version means the
-latest one.
+takes only its version's objects from storage. Without a clone there is no HEAD: no version
+means the latest one.
 """
 
 from __future__ import annotations
