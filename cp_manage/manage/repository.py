@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
 from cp_manage.backends.git import Git, check_identity, run_git
@@ -41,6 +39,7 @@ from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.git_urls import parse_git_url
 from cp_manage.interrupts import critical
+from cp_manage.locking import exclusive
 from cp_manage.manage.catalog import DATA_PATH as DATA_PATH  # noqa: PLC0414 - re-exported
 from cp_manage.manage.catalog import METRICS_FILE as METRICS_FILE  # noqa: PLC0414
 from cp_manage.manage.catalog import MODEL_PATH as MODEL_PATH  # noqa: PLC0414
@@ -365,19 +364,13 @@ class Repository:
     def locked(self) -> Iterator[None]:
         """One cpv writer at a time in this clone (other clones coordinate through the remote)."""
         self._private.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self._private / "lock"))
-        try:
-            lock.acquire(timeout=600)
-        except Timeout as e:
-            raise ConcurrentModificationError(
-                f"Another cpv command is still running in {self.root}",
-                hint="Wait for it to finish, then run this command again.") from e
-        try:
-            yield
-        finally:
-            self.cache.flush()  # nothing is recorded about an object before it is on disk
-            self.state.save()
-            lock.release()
+        with exclusive(self._private / "lock",
+                       f"Another cpv command is still running in {self.root}"):
+            try:
+                yield
+            finally:
+                self.cache.flush()  # nothing is recorded about an object before it is on disk
+                self.state.save()
 
     def branch(self) -> str:
         branch = self.git.branch()
