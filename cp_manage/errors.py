@@ -7,6 +7,9 @@ keeps working for callers that do not know cpv.
 
 from __future__ import annotations
 
+import errno as _errno
+import os as _os
+
 
 class CPVError(Exception):
     """Root of every error cpv raises on purpose."""
@@ -134,3 +137,67 @@ class ConcurrentModificationError(CPVError):
     """Another writer changed the same thing at the same time."""
 
     default_hint = "Run the same command again."
+
+
+class LocalFileError(CPVError, OSError):
+    """A file on this machine cannot be written (or read): the disk is full, the file system
+    is read-only, or permission is denied. ``path`` names it (None when the system did not
+    say) and ``errno`` is the system's, so ``except OSError`` code sees the usual fields."""
+
+    def __init__(self, message: str, *, path: str | None, code: int, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.errno = code
+        self.strerror = _os.strerror(code)
+        self.filename = path
+
+
+class DiskFullError(LocalFileError):
+    """No space (or no quota) is left where cpv writes. ``needed`` is the size being written
+    and ``free`` what the file system has left, in bytes (each None when unknown)."""
+
+    def __init__(self, path: str | None, *, needed: int | None, free: int | None,
+                 code: int = _errno.ENOSPC, hint: str | None = None) -> None:
+        what = "disk quota" if code == _errno.EDQUOT else "space"
+        sizes = [f"{_size_text(needed)} needed" if needed else "",
+                 f"{_size_text(free)} free there" if free is not None else ""]
+        detail = ", ".join(s for s in sizes if s)
+        where = f"to write {path}" if path else "on a disk cpv writes to"
+        super().__init__(
+            f"Not enough {what} left {where}" + (f": {detail}" if detail else ""),
+            path=path, code=code,
+            hint=hint or "Free some space there (or use another disk), then run the same "
+            "command again.")
+        self.needed = needed
+        self.free = free
+
+
+class ReadOnlyFileSystemError(LocalFileError):
+    """cpv must write to a file system that is mounted read-only."""
+
+    def __init__(self, path: str | None, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"{path or 'A folder cpv writes to'} is on a read-only file system", path=path,
+            code=_errno.EROFS,
+            hint=hint or "Remount it read-write, or use a folder on a writable disk, then run "
+            "the same command again.")
+
+
+class FilePermissionError(LocalFileError, PermissionError):
+    """The system refused cpv access to a file or folder (EACCES or EPERM)."""
+
+    def __init__(self, path: str | None, *, code: int = _errno.EACCES,
+                 hint: str | None = None) -> None:
+        super().__init__(
+            f"Permission denied: {path}" if path else "Permission denied", path=path, code=code,
+            hint=hint or "Check who owns it and its permissions (ls -ld), or use a folder you "
+            "can write to, then run the same command again.")
+
+
+def _size_text(size: int | None) -> str:
+    value = float(size or 0)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover

@@ -1,8 +1,10 @@
-"""Crash points for the crash-consistency tests.
+"""Crash points for the crash-consistency and interruption tests.
 
 A test sets ``CPV_TEST_KILL_AT=<point>`` in a cpv subprocess's environment; when the run reaches
 that point the process kills itself with SIGKILL, exactly as an OOM-killer or a pulled plug
-would, leaving whatever was half-done. Unset, this costs one dictionary lookup.
+would, leaving whatever was half-done. ``CPV_TEST_SIGNAL_AT=<point>`` sends the process
+``CPV_TEST_SIGNAL`` (SIGINT or SIGTERM, default SIGTERM) there instead: a real signal, handled
+as one from a terminal or a batch scheduler would be. Unset, this costs two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("hashing", "storage_upload", "after_blobs", "after_commit", "after_tag_created")
+POINTS = ("hashing", "storage_upload", "multipart_part", "storage_download", "after_blobs",
+          "after_commit", "after_push", "after_tag_created", "after_tag_pushed")
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process if the test asked to die at ``name``."""
+    """SIGKILL this process, or send it the requested signal, if the test asked for ``name``."""
     if os.environ.get("CPV_TEST_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("CPV_TEST_SIGNAL_AT") == name:
+        os.kill(os.getpid(), signal.Signals[os.environ.get("CPV_TEST_SIGNAL", "SIGTERM")])

@@ -13,6 +13,7 @@ import hashlib
 import mmap
 import os
 import queue
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -44,28 +45,89 @@ def progress_phase(progress: Progress | None, name: str) -> None:
         phase(name)
 
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM}
+
+
+def explain_os_error(error: OSError, path: Path | str | None = None, *,
+                     needed: int | None = None, hint: str | None = None) -> OSError:
+    """The ``CPVError`` for an expected failure of the local file system, else ``error``.
+
+    A full disk or quota (naming ``path``, the ``needed`` bytes and what is free there), a
+    read-only file system, or a refused permission (naming the file the system refused, when it
+    said which) each get a message with a fix; any other error is returned as it is.
+    """
+    from cp_manage.errors import (
+        CPVError,
+        DiskFullError,
+        FilePermissionError,
+        ReadOnlyFileSystemError,
+    )
+
+    if isinstance(error, CPVError) or error.errno not in _DISK_FULL | _DENIED | {errno.EROFS}:
+        return error
+    named = str(error.filename) if isinstance(error.filename, (str, Path)) else None
+    where = str(path) if path is not None else named
+    if error.errno in _DENIED:
+        return FilePermissionError(named or where, code=error.errno, hint=hint)
+    if error.errno == errno.EROFS:
+        return ReadOnlyFileSystemError(where, hint=hint)
+    return DiskFullError(where, needed=needed, code=error.errno, hint=hint,
+                         free=free_space(Path(where)) if where else None)
+
+
+@contextlib.contextmanager
+def explained(path: Path, *, needed: int | None = None, hint: str | None = None
+              ) -> Iterator[None]:
+    """Raise expected file-system failures inside the block as ``explain_os_error`` does."""
+    try:
+        yield
+    except OSError as e:
+        error = explain_os_error(e, path, needed=needed, hint=hint)
+        if error is e:
+            raise
+        raise error from e
+
+
+def free_space(path: Path) -> int | None:
+    """Bytes available to this user on the file system holding ``path`` (or its nearest
+    existing parent); None when that cannot be told."""
+    for folder in (path, *path.parents):
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
-    with atomic_output(path, mode=mode) as handle:
+    with atomic_output(path, mode=mode, size=len(data)) as handle:
         handle.write(data)
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Yield a file that replaces ``path`` only when the block ends without an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".cpv-tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def atomic_output(path: Path, *, mode: int = 0o644, size: int | None = None
+                  ) -> Iterator[BinaryIO]:
+    """Yield a file that replaces ``path`` only when the block ends without an error.
+
+    A full disk, a read-only file system or a refused permission is raised as the
+    ``CPVError`` that names ``path`` (and ``size``, the bytes to be written, when given).
+    """
+    with explained(path, needed=size):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".cpv-tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def md5_file(path: Path, *, progress: Progress | None = None) -> str:

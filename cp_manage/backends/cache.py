@@ -24,6 +24,7 @@ from cp_manage.fsutil import (
     atomic_output,
     atomic_write_bytes,
     copy_file_md5,
+    explained,
     md5_file,
 )
 
@@ -106,16 +107,22 @@ class LocalCache:
         if known_md5 and self.has(known_md5):
             return known_md5
         before = FileStat.of(source)
+        with explained(self.root, needed=before.size):
+            md5 = self._copy_in(source, before, progress)
+        if before.size >= BACKGROUND_SYNC:
+            self._sync_in_background(md5)
+        return md5
+
+    def _copy_in(self, source: Path, before: FileStat, progress: Progress | None) -> str:
         incoming = self.root / "files" / "md5"
         incoming.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
-        background = before.size >= BACKGROUND_SYNC
         try:
             with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
                 md5, _ = copy_file_md5(reader, writer, total=before.size, progress=progress)
                 crash_point("hashing")
                 writer.flush()
-                if not background:
+                if before.size < BACKGROUND_SYNC:
                     os.fsync(writer.fileno())
             if FileStat.of(source) != before:
                 raise ArtifactNotFoundError(
@@ -129,8 +136,6 @@ class LocalCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        if background:
-            self._sync_in_background(md5)
         return md5
 
     def _sync_in_background(self, oid: str) -> None:
@@ -178,9 +183,9 @@ class LocalCache:
             IntegrityError: the cached object does not match its md5 (it is then removed).
         """
         source = self.path(oid)
-        with open(source, "rb") as reader, atomic_output(target, mode=0o644) as writer:
-            md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
-                                   progress=progress)
+        size = source.stat().st_size
+        with open(source, "rb") as reader, atomic_output(target, mode=0o644, size=size) as writer:
+            md5, _ = copy_file_md5(reader, writer, total=size, progress=progress)
             if md5 != expected_md5:
                 self.discard(oid)
                 raise IntegrityError(f"The cached copy of {oid} is corrupt and was removed",

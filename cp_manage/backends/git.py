@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cp_manage.errors import GitError, RemoteError
+from cp_manage.interrupts import critical, record_kept
 
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 600
+PUSH_TIMEOUT = 120
+"""A push carries only commits and tags (the large files go to storage), so it is quick; and
+Ctrl-C waits for a push to finish, so a git host that stopped answering must not hold it long."""
+STOP_GRACE = 5
 _REMOTE_COMMANDS = {"push", "fetch", "clone", "ls-remote", "pull"}
 # Never ask a question on a terminal: the library does not prompt.
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_ASKPASS": "true"}
@@ -41,21 +46,30 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
     """Run ``git *args`` in ``cwd``; raise GitError (RemoteError for network verbs) on failure."""
     command = ["git", "-c", "core.quotepath=false", *args]
     try:
-        result = subprocess.run(  # noqa: PLW1510 - the return code is checked below
-            command, cwd=cwd, input=input_bytes, capture_output=True, timeout=timeout,
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, **_ENV, **(env or {})},
-            # A new session has no controlling terminal, so ssh cannot prompt either.
+            # A new session has no controlling terminal, so ssh cannot prompt either, and the
+            # terminal's Ctrl-C reaches cpv alone: cpv decides whether git is stopped.
             start_new_session=True,
-            stdin=None if input_bytes is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
         )
     except FileNotFoundError as e:
         raise GitError("git is not installed", command=command,
                        hint="Install git and make sure it is on PATH.") from e
-    except subprocess.TimeoutExpired as e:
-        error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
-        raise error_type(f"git {args[0]} timed out after {timeout:.0f} s", command=command,
-                         hint="Check the network and the git host, then run the command again."
-                         ) from e
+    with process:
+        try:
+            out, err = process.communicate(input_bytes, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            _stop(process)
+            error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
+            raise error_type(f"git {args[0]} timed out after {timeout:.0f} s", command=command,
+                             hint="Check the network and the git host, then run the command "
+                             "again.") from e
+        except BaseException:  # interrupted: stop git the way that lets it remove its locks
+            _stop(process)
+            raise
+    result = subprocess.CompletedProcess(command, process.returncode, out, err)
     if check and result.returncode != 0:
         # push --porcelain reports each ref's fate ("[rejected] (fetch first)") on stdout.
         stderr = result.stderr.decode("utf-8", "replace") + (
@@ -64,6 +78,18 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
         raise error_type(f"git {args[0]} failed", command=command, stderr=stderr,
                          hint=_hint_for(stderr))
     return result
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End git with SIGTERM, on which it removes its lock files (``index.lock``, ref locks),
+    unlike after SIGKILL, which would leave them to break the next command; SIGKILL only if
+    it does not end within ``STOP_GRACE`` seconds."""
+    process.terminate()
+    try:
+        process.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _hint_for(stderr: str) -> str:
@@ -106,9 +132,11 @@ class Git:
         self.root = root
 
     def run(self, *args: str, input_bytes: bytes | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+            env: dict[str, str] | None = None, timeout: float = TIMEOUT
+            ) -> subprocess.CompletedProcess[bytes]:
         logger.debug("git %s", " ".join(args))
-        return run_git(list(args), cwd=self.root, input_bytes=input_bytes, check=check, env=env)
+        return run_git(list(args), cwd=self.root, input_bytes=input_bytes, check=check, env=env,
+                       timeout=timeout)
 
     def out(self, *args: str) -> str:
         return self.run(*args).stdout.decode("utf-8", "replace").strip()
@@ -189,21 +217,44 @@ class Git:
     def push(self, *refspecs: str, remote: str = "origin") -> None:
         """Push all ``refspecs`` in one atomic transaction: all of them land or none does.
 
+        A critical section: SIGINT or SIGTERM arriving meanwhile waits until git has finished
+        (within ``PUSH_TIMEOUT``), so cpv always knows whether the refs landed, and what landed
+        is recorded for the interruption to report.
+
         Raises:
             RemoteError: naming the refs the remote refused, why, and what its hooks said.
         """
         args = ["push", "--quiet", "--atomic", "--porcelain", remote, *refspecs]
-        result = self.run(*args, check=False)
-        if result.returncode == 0:
-            return
-        stderr = result.stderr.decode("utf-8", "replace")
-        report = result.stdout.decode("utf-8", "replace")
-        detail = _refusal(report, stderr)
-        hint = _hint_for(stderr) if detail is None else (
-            "The git remote's own rules refused it (see what it said); nothing was changed "
-            "there. Resolve that with whoever runs the remote, then run the command again.")
-        raise RemoteError("git push failed", command=["git", *args], stderr=f"{stderr}\n{report}",
-                          hint=hint, detail=detail)
+        with critical():
+            result = self.run(*args, check=False, timeout=PUSH_TIMEOUT)
+            if result.returncode == 0:
+                record_kept(_describe(refspecs))
+                return
+            stderr = result.stderr.decode("utf-8", "replace")
+            report = result.stdout.decode("utf-8", "replace")
+            detail = _refusal(report, stderr)
+            hint = _hint_for(stderr) if detail is None else (
+                "The git remote's own rules refused it (see what it said); nothing was changed "
+                "there. Resolve that with whoever runs the remote, then run the command again.")
+            raise RemoteError("git push failed", command=["git", *args],
+                              stderr=f"{stderr}\n{report}", hint=hint, detail=detail)
+
+
+def _describe(refspecs: tuple[str, ...]) -> str:
+    """What pushing ``refspecs`` put on the remote, in words: "tag v0.3 and commit 1a2b… on
+    main"."""
+    tags, others = [], []
+    for refspec in refspecs:
+        source, _, target = refspec.rpartition(":")
+        target = target.lstrip("+")
+        if target.startswith("refs/tags/"):
+            tags.append(target.removeprefix("refs/tags/"))
+        elif target.startswith("refs/heads/") and re.fullmatch(r"[0-9a-f]{40,64}", source):
+            others.append(f"commit {source[:10]} on {target.removeprefix('refs/heads/')}")
+        else:
+            others.append(f"{source} as {target}" if source else target)
+    words = ([f"{'tags' if len(tags) > 1 else 'tag'} {', '.join(tags)}"] if tags else []) + others
+    return " and ".join(words)
 
 
 def _refusal(report: str, stderr: str) -> str | None:

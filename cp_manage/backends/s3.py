@@ -25,14 +25,17 @@ from urllib.parse import urlparse
 
 from cp_manage.backends.storage import object_key
 from cp_manage.errors import StorageError
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
     BufferPool,
     DirectWriter,
     Progress,
+    explain_os_error,
     open_direct,
     read_into,
     write_all,
 )
+from cp_manage.interrupts import critical
 
 MiB = 1024 * 1024
 
@@ -411,6 +414,8 @@ class S3Storage:
             except StorageError:
                 raise
             except OSError as e:  # the local side: disk full, quota, I/O error
+                if explain_os_error(e) is not e:
+                    raise  # a full, read-only or refused disk: the caller names what it writes
                 raise StorageError(f"Cannot write {target}: {e.strerror or e}",
                                    hint="Free some space (or fix the disk), then run the "
                                    "command again.") from e
@@ -697,10 +702,14 @@ class _PartedUpload:
         client, bucket = self.storage.client, self.storage.bucket
         self.fd = os.open(self.source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.direct = open_direct(self.source, os.O_RDONLY)
+        upload_id: str | None = None
         try:
-            upload_id = client.create_multipart_upload(
-                Bucket=bucket, Key=self.key, ChecksumAlgorithm="CRC32")["UploadId"]
             try:
+                # A signal waits until the upload's id is known, so the way out can abort it.
+                with critical():
+                    upload_id = client.create_multipart_upload(
+                        Bucket=bucket, Key=self.key, ChecksumAlgorithm="CRC32")["UploadId"]
+                assert upload_id is not None
                 with ThreadPoolExecutor(max_workers=self.workers,
                                         thread_name_prefix="cpv-s3-put") as pool:
                     futures = [pool.submit(self._send, upload_id, number)
@@ -717,10 +726,11 @@ class _PartedUpload:
                 client.complete_multipart_upload(Bucket=bucket, Key=self.key,
                                                  UploadId=upload_id,
                                                  MultipartUpload={"Parts": parts})
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    client.abort_multipart_upload(Bucket=bucket, Key=self.key,
-                                                  UploadId=upload_id)
+            except BaseException:  # a failure, or SIGINT / SIGTERM: leave no parts behind
+                if upload_id is not None:
+                    with contextlib.suppress(Exception):
+                        client.abort_multipart_upload(Bucket=bucket, Key=self.key,
+                                                      UploadId=upload_id)
                 raise
         finally:
             os.close(self.fd)
@@ -742,6 +752,7 @@ class _PartedUpload:
                 if self._read(buffer, start, length) != length:
                     raise StorageError(f"{self.source} shrank while it was being uploaded",
                                        hint="Run the command again.")
+                crash_point("multipart_part")
                 response = self._upload_part(upload_id, index, _PartBody(
                     length, lambda at, amount: buffer[at:at + amount]))
             finally:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from cp_manage.errors import StorageError
+from cp_manage.errors import CPVError, StorageError
 from cp_manage.faults import crash_point
-from cp_manage.fsutil import Progress, atomic_output, copy_file_md5
+from cp_manage.fsutil import Progress, atomic_output, copy_file_md5, explain_os_error
 
 
 def object_key(oid: str) -> str:
@@ -101,6 +101,9 @@ class LocalStorage:
             except FileNotFoundError as e:
                 raise self._gone() from e
             except OSError as e:
+                explained = explain_os_error(e, folder)  # read-only, refused: said as such
+                if explained is not e:
+                    raise explained from e
                 raise StorageError(f"Cannot create {folder}: {e.strerror or e}",
                                    hint="Check the storage folder's permissions; nothing was "
                                    "committed.") from e
@@ -109,9 +112,13 @@ class LocalStorage:
         target = self._path(oid)
         self._make_folder_of(oid)
         try:
-            with open(source, "rb") as reader, atomic_output(target, mode=0o444) as writer:
-                copy_file_md5(reader, writer, total=source.stat().st_size, progress=progress)
+            size = source.stat().st_size
+            with open(source, "rb") as reader, atomic_output(target, mode=0o444,
+                                                             size=size) as writer:
+                copy_file_md5(reader, writer, total=size, progress=progress)
                 crash_point("storage_upload")
+        except CPVError:  # a full, read-only or refused storage folder, already explained
+            raise
         except OSError as e:
             raise StorageError(f"Cannot write {oid} to storage {self.root}: {e.strerror or e}",
                                hint="Check free space and permissions, then run the command "
@@ -123,6 +130,7 @@ class LocalStorage:
             with open(source, "rb") as reader, open(target, "x+b") as writer:
                 md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
                                        progress=progress)
+                crash_point("storage_download")
         except FileNotFoundError as e:
             if not self.root.is_dir():
                 raise self._gone() from e  # the better explanation: not a lost object
@@ -130,6 +138,8 @@ class LocalStorage:
                                hint="Run 'cpv doctor --repair' on a machine that has it cached."
                                ) from e
         except OSError as e:
+            if explain_os_error(e) is not e:
+                raise  # a full, read-only or refused disk: the caller names what it writes
             raise StorageError(f"Cannot read {oid} from storage {self.root}: {e.strerror or e}"
                                ) from e
         return md5

@@ -16,20 +16,18 @@ import json
 import logging
 import shutil
 
-from filelock import FileLock, Timeout
-
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache
 from cp_manage.backends.git import Git, run_git
 from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
-    ConcurrentModificationError,
     ConfigError,
     CPVError,
     RemoteError,
     VersionNotFoundError,
 )
+from cp_manage.locking import exclusive
 from cp_manage.manage.catalog import Catalog
 from cp_manage.manage.repository import REPO_FILE, STORAGE_REMOTE
 from cp_manage.spec import DATA, ArtifactSpec
@@ -71,14 +69,8 @@ class DetachedSource:
         if self._fetched:
             return
         self.mirror.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.mirror.parent / f"{self.model}.git.lock"))
-        try:
-            lock.acquire(timeout=600)
-        except Timeout as e:
-            raise ConcurrentModificationError(
-                f"Another cpv command is still fetching into {self.mirror}",
-                hint="Wait for it to finish, then run this command again.") from e
-        try:
+        with exclusive(self.mirror.parent / f"{self.model}.git.lock",
+                       f"Another cpv command is still fetching into {self.mirror}"):
             created = not (self.mirror / "HEAD").exists()
             if created:
                 self.mirror.mkdir(exist_ok=True)
@@ -94,8 +86,6 @@ class DetachedSource:
                                       stderr=e.stderr, hint=e.hint) from e
                 logger.warning("Could not fetch versions from %s (%s); showing those fetched "
                                "before", self.git_url, e.message)
-        finally:
-            lock.release()
         self._fetched = True
 
     def _fetch_tags(self) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
-from cp_manage.fsutil import Progress, md5_file, progress_phase
+from cp_manage.fsutil import Progress, explained, md5_file, progress_phase
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
@@ -184,23 +184,27 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
             return
         except IntegrityError:
             pass  # the corrupt cache entry is gone; fetch a good copy from storage
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".cpv-tmp",
-                                    dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        md5 = repo.storage.download(oid, tmp, progress=progress)
-        if md5 != expected:
-            raise IntegrityError(
-                f"The stored object {oid} is corrupt (its bytes hash to {md5})",
-                hint="Run 'cpv doctor --repair' from a machine that has a good copy cached.")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    # A full, read-only or refused disk names the file being written, with the free space
+    # measured once the partial file is gone.
+    with explained(target, needed=size or None):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".cpv-tmp",
+                                        dir=target.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        tmp.unlink()
+        try:
+            md5 = repo.storage.download(oid, tmp, progress=progress)
+            if md5 != expected:
+                raise IntegrityError(
+                    f"The stored object {oid} is corrupt (its bytes hash to {md5})",
+                    hint="Run 'cpv doctor --repair' from a machine that has a good copy "
+                    "cached.")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 def same_path(path: Path, other: Path) -> bool:

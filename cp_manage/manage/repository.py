@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.cache import LocalCache, StatRecord
 from cp_manage.backends.git import Git, check_identity, run_git
@@ -41,6 +39,8 @@ from cp_manage.errors import (
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.git_urls import parse_git_url
+from cp_manage.interrupts import critical
+from cp_manage.locking import exclusive
 from cp_manage.manage.catalog import DATA_PATH as DATA_PATH  # noqa: PLC0414 - re-exported
 from cp_manage.manage.catalog import METRICS_FILE as METRICS_FILE  # noqa: PLC0414
 from cp_manage.manage.catalog import MODEL_PATH as MODEL_PATH  # noqa: PLC0414
@@ -395,19 +395,13 @@ class Repository:
     def locked(self) -> Iterator[None]:
         """One cpv writer at a time in this clone (other clones coordinate through the remote)."""
         self._private.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self._private / "lock"))
-        try:
-            lock.acquire(timeout=600)
-        except Timeout as e:
-            raise ConcurrentModificationError(
-                f"Another cpv command is still running in {self.root}",
-                hint="Wait for it to finish, then run this command again.") from e
-        try:
-            yield
-        finally:
-            self.cache.flush()  # nothing is recorded about an object before it is on disk
-            self.state.save()
-            lock.release()
+        with exclusive(self._private / "lock",
+                       f"Another cpv command is still running in {self.root}"):
+            try:
+                yield
+            finally:
+                self.cache.flush()  # nothing is recorded about an object before it is on disk
+                self.state.save()
 
     def branch(self) -> str:
         branch = self.git.branch()
@@ -449,12 +443,17 @@ class Repository:
                            "versions only", e.message)
 
     def commit_and_push(self, make_changes: Callable[[str | None], Changes], message: str, *,
-                        write: bool = True) -> str | None:
+                        write: bool = True, on_pushed: Callable[[], None] | None = None
+                        ) -> str | None:
         """Commit the files ``make_changes(head)`` returns and push, replaying on a race.
 
         ``make_changes`` computes file contents from the current HEAD, so when another writer
         pushed first the change is recomputed on top of theirs. Returns the new commit, or None
         when nothing differs from HEAD. A failed push takes the local commit back.
+
+        Writing, committing, pushing and ``on_pushed`` (the caller's bookkeeping once the remote
+        holds the change) form one critical section: a SIGINT or SIGTERM arriving meanwhile is
+        raised only once the commit is on the remote (and says so) or taken back.
         """
         branch = self.branch()
         for attempt in range(PUSH_ATTEMPTS):
@@ -463,24 +462,35 @@ class Repository:
             changes = make_changes(head)
             if head and all(self.git.show(head, p) == c for p, c in changes.items()):
                 # Already committed: perhaps by a run that died before its push. Finish it.
-                self.push_head_if_needed()
+                with critical():
+                    self.push_head_if_needed()
+                    if on_pushed is not None:
+                        on_pushed()
                 return None
-            if write:
-                for path, content in changes.items():
-                    atomic_write_bytes(self.root / path, content)
-            commit = self.git.commit_paths(sorted(changes), message)
-            crash_point("after_commit")
-            try:
-                self.git.push(f"{commit}:refs/heads/{branch}")
-            except RemoteError as e:
-                self.git.undo_commit(commit)
-                if is_lost_race(e) and attempt + 1 < PUSH_ATTEMPTS:
-                    logger.info("The remote moved on; replaying on top of it")
-                    backoff(attempt)
-                    continue
-                raise
-            self.git.run("update-ref", f"refs/remotes/origin/{branch}", commit, check=False)
-            return commit
+            pushed = False
+            with critical():
+                if write:
+                    for path, content in changes.items():
+                        atomic_write_bytes(self.root / path, content)
+                commit = self.git.commit_paths(sorted(changes), message)
+                crash_point("after_commit")
+                try:
+                    self.git.push(f"{commit}:refs/heads/{branch}")
+                except RemoteError as e:
+                    self.git.undo_commit(commit)
+                    if not (is_lost_race(e) and attempt + 1 < PUSH_ATTEMPTS):
+                        raise
+                else:
+                    pushed = True
+                    self.git.run("update-ref", f"refs/remotes/origin/{branch}", commit,
+                                 check=False)
+                    if on_pushed is not None:
+                        on_pushed()
+            if pushed:
+                crash_point("after_push")
+                return commit
+            logger.info("The remote moved on; replaying on top of it")
+            backoff(attempt)
         raise ConcurrentModificationError("Gave up after repeated races with other writers")
 
     def remote_head(self) -> str | None:
@@ -490,8 +500,10 @@ class Repository:
         """Push HEAD when the remote branch does not contain it yet."""
         head, remote = self.git.head(), self.remote_head()
         if head and (remote is None or not self.git.is_ancestor(head, remote)):
-            self.git.push(f"{head}:refs/heads/{self.branch()}")
-            self.git.run("update-ref", f"refs/remotes/origin/{self.branch()}", head, check=False)
+            with critical():
+                self.git.push(f"{head}:refs/heads/{self.branch()}")
+                self.git.run("update-ref", f"refs/remotes/origin/{self.branch()}", head,
+                             check=False)
 
     def remote_tags(self) -> set[str]:
         """Tag names on the git remote (one ls-remote call)."""
@@ -505,19 +517,21 @@ class Repository:
         """
         branch = self.branch()
         created: list[str] = []
-        try:
-            for name, message in tags.items():
-                self.git.create_tag(name, message, commit)
-                created.append(name)
-            crash_point("after_tag_created")
-            refspecs = [f"refs/tags/{name}" for name in tags]
-            remote = self.git.rev_parse(f"refs/remotes/origin/{branch}")
-            if remote is None or not self.git.is_ancestor(commit, remote):
-                refspecs.insert(0, f"{commit}:refs/heads/{branch}")
-            self.git.push(*refspecs)
-        except BaseException:
-            self.git.delete_tags(*created)
-            raise
+        with critical():  # a signal waits: the tags are then on the remote, or nowhere
+            try:
+                for name, message in tags.items():
+                    self.git.create_tag(name, message, commit)
+                    created.append(name)
+                crash_point("after_tag_created")
+                refspecs = [f"refs/tags/{name}" for name in tags]
+                remote = self.git.rev_parse(f"refs/remotes/origin/{branch}")
+                if remote is None or not self.git.is_ancestor(commit, remote):
+                    refspecs.insert(0, f"{commit}:refs/heads/{branch}")
+                self.git.push(*refspecs)
+            except BaseException:
+                self.git.delete_tags(*created)
+                raise
+        crash_point("after_tag_pushed")
 
     def push_versions(self, head: str, propose: Callable[[], dict[str, str] | None], *,
                       retry: bool) -> dict[str, str] | None:

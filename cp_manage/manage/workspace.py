@@ -206,17 +206,23 @@ def restore_and_commit(repo: Repository, restores: list[Restore], message: str, 
                     path == ".gitignore" and path in files) else content
         return files
 
+    pushed = False
+
+    def finish() -> None:  # runs with the push, before a signal that arrived meanwhile
+        nonlocal pushed
+        pushed = True
+        for restore in restores:
+            restore.finish()
+
     try:
         for restore in restores:
             restore.apply(progress)
-        commit = repo.commit_and_push(changes, message)
+        return repo.commit_and_push(changes, message, on_pushed=finish)
     except BaseException:
-        for restore in reversed(restores):
-            restore.undo()
+        if not pushed:  # once pushed, the working tree matches the remote: keep it
+            for restore in reversed(restores):
+                restore.undo()
         raise
-    for restore in restores:
-        restore.finish()
-    return commit
 
 
 def remove(path: Path) -> None:

@@ -1,0 +1,191 @@
+"""Stopping on SIGINT and SIGTERM at a safe point, and saying truthfully what was kept.
+
+The CLI calls ``install()``: from then on SIGINT raises ``Interrupted`` (a KeyboardInterrupt)
+and SIGTERM, which SLURM and Kubernetes send before they kill a job, raises ``Terminated``, in
+the main thread, wherever it is. Everything cpv writes is cleaned up by ``finally`` and
+``except BaseException`` blocks on the way out (temporary files, multipart uploads), so a rerun
+of the same command finds nothing half-made.
+
+A few steps must not be cut in half: pushing a commit or tags to the git remote and the
+bookkeeping right after it. The library wraps them in ``critical()``: a signal arriving inside
+is remembered, the step finishes (git runs in a session of its own, so the terminal's Ctrl-C
+does not reach it, and every push has a timeout), and the interruption is raised when the
+section ends. ``record_kept`` notes what reached the remote, and every interruption raised
+afterwards carries that list, so the CLI can say exactly what was kept.
+
+The library never installs handlers itself (a program embedding it owns its signals): without
+``install()`` a critical section changes nothing and SIGINT raises Python's own
+KeyboardInterrupt. After the first interruption is raised, further signals are ignored, so a
+second Ctrl-C cannot cut the clean-up short (every step of it is bounded by a timeout).
+Before the CLI has installed its handlers (while Python starts and imports cpv, a few tenths
+of a second) a signal has the default effect, and nothing has been done yet.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interruption(BaseException):
+    """A signal stopped cpv. ``kept`` names what had already reached the git remote (empty:
+    nothing had). ``exit_code`` is the shell's convention, 128 + the signal's number."""
+
+    def __init__(self, signum: int, kept: tuple[str, ...] = ()) -> None:
+        super().__init__(signum, kept)
+        self.signum = signum
+        self.kept = kept
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def __str__(self) -> str:
+        if not self.kept:
+            return (f"Interrupted by {self.signal_name}; nothing was changed (no commit or tag "
+                    "reached the git remote). Run the same command again to do it.")
+        return (f"Interrupted by {self.signal_name} after the git remote received "
+                f"{_join(self.kept)}, which is kept. Run the same command again to finish "
+                "anything left.")
+
+
+class Interrupted(Interruption, KeyboardInterrupt):
+    """SIGINT (Ctrl-C); still a KeyboardInterrupt for code that catches that."""
+
+
+class Terminated(Interruption):
+    """SIGTERM: what batch schedulers and container runtimes send before they kill."""
+
+
+def interruption(signum: int) -> Interruption:
+    """The exception for ``signum``, carrying what has been kept so far."""
+    kind = Interrupted if signum == signal.SIGINT else Terminated
+    return kind(signum, tuple(_state.kept))
+
+
+class _State:
+    installed = False
+    held = False  # install(hold=True) and no release() yet
+    depth = 0  # nested critical sections entered and not yet left
+    pending: int | None = None  # a signal that arrived inside a critical section
+    stopping = False  # an interruption was raised: ignore further signals
+    kept: list[str]
+    previous: dict[int, Any]
+
+    def __init__(self) -> None:
+        self.kept = []
+        self.previous = {}
+
+
+_state = _State()
+
+
+def _handle(signum: int, _frame: FrameType | None) -> None:
+    # Runs in the main thread between two bytecodes: no locks (the interrupted code may hold
+    # them), no I/O.
+    if _state.stopping:
+        return
+    if _state.depth > 0:
+        if _state.pending is None:
+            _state.pending = signum
+        return
+    _state.stopping = True
+    raise interruption(signum)
+
+
+def install(*, hold: bool = False) -> None:
+    """Make SIGINT and SIGTERM raise an ``Interruption`` (call from the main thread).
+
+    With ``hold``, a signal waits until ``release()``, as in a critical section: the CLI holds
+    them while click parses the arguments, since click would turn a KeyboardInterrupt there
+    into its own "Aborted!".
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("signal handlers can only be installed from the main thread")
+    for signum in SIGNALS:
+        _state.previous.setdefault(signum, signal.getsignal(signum))
+        signal.signal(signum, _handle)
+    _state.installed = True
+    if hold and not _state.held:
+        _state.held = True
+        _state.depth += 1
+
+
+def release() -> None:
+    """End the hold ``install(hold=True)`` began; a signal that came meanwhile is raised now."""
+    if _state.held:
+        _state.held = False
+        _state.depth -= 1
+        _raise_pending(None)
+
+
+def uninstall() -> None:
+    """Put back the handlers ``install`` replaced and forget what was recorded."""
+    for signum, handler in _state.previous.items():
+        signal.signal(signum, handler)
+    _state.previous.clear()
+    _state.installed = False
+    if _state.held:
+        _state.held = False
+        _state.depth -= 1
+    _state.pending = None
+    _state.stopping = False
+    _state.kept.clear()
+
+
+def pending() -> int | None:
+    """The signal a critical section is holding back, if any."""
+    return _state.pending
+
+
+def record_kept(what: str) -> None:
+    """Note that ``what`` (e.g. "tag v0.3") reached the git remote; later interruptions say so."""
+    if _state.installed:
+        _state.kept.append(what)
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """A step that must not be cut in half: a signal arriving inside waits for its end.
+
+    When the outermost section ends, a held-back signal is raised as an ``Interruption`` (from
+    the section's own error, when it failed). Sections nest. Only the main thread is ever
+    interrupted, so elsewhere a section changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state.depth += 1
+    try:
+        yield
+    except Exception as error:
+        _state.depth -= 1
+        _raise_pending(error)
+        raise
+    except BaseException:
+        _state.depth -= 1
+        raise
+    _state.depth -= 1
+    _raise_pending(None)
+
+
+def _raise_pending(cause: Exception | None) -> None:
+    if _state.depth or _state.pending is None:
+        return
+    signum, _state.pending = _state.pending, None
+    _state.stopping = True
+    raise interruption(signum) from cause
+
+
+def _join(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
