@@ -25,7 +25,9 @@ MAX_METRICS_BYTES = 64 * 1024
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 """How NaN and ±inf are written in JSON, and the floats they stand for."""
 MODEL_ONLY = ("data_version",)
-DATA_ONLY = ("file_count", "splits", "sample_count")
+DATA_ONLY = ("splits", "sample_count")
+TREE_ONLY = ("file_count", "files")
+"""What a folder has (data, or a model folder) and a single file does not."""
 
 
 @dataclass
@@ -50,6 +52,8 @@ class VersionInfo:
     splits: dict[str, int] | None = None
     sample_count: int | None = None
     data_version: str | None = None
+    files: dict[str, dict[str, Any]] | None = None
+    """A folder's files (relative path → ``{"size", "md5"}``), for at most 1,000 files."""
 
     def __post_init__(self) -> None:
         self.metrics = decode_metrics(self.metrics)
@@ -65,6 +69,9 @@ class VersionInfo:
         data = asdict(self)
         for key in DATA_ONLY if self.kind == "model" else MODEL_ONLY:
             del data[key]
+        if self.file_count is None:  # a single file
+            for key in TREE_ONLY:
+                del data[key]
         return data
 
     def seed_dict(self) -> dict[str, Any]:
@@ -76,7 +83,7 @@ class VersionInfo:
         data["timestamp"] = self.created_at
         data["team_name"] = self.team
         data["model_name"] = self.model
-        data[f"{self.kind}_size_mb"] = self.size_mb
+        data[f"{self.kind}_size_mb"] = self.size_mb  # the seed's model_size_mb, data_size_mb
         return data
 
     def tag_message(self) -> str:

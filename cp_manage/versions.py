@@ -16,6 +16,8 @@ from cp_manage.errors import InvalidNameError, InvalidVersionError
 Kind = Literal["model", "data"]
 
 DATA_PREFIX = "data/"
+TAG_PREFIXES: dict[str, str] = {"model": "", "data": DATA_PREFIX}
+"""What each kind's version tags start with (``cp_manage.spec.ArtifactSpec`` carries it too)."""
 # Numbers without leading zeros (v01.0 would sort ambiguously), bounded so a tag name stays short.
 _VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -37,7 +39,7 @@ class Version:
 
     def tag(self, kind: Kind) -> str:
         """The git tag name of this version for ``kind``."""
-        return f"{DATA_PREFIX}{self}" if kind == "data" else str(self)
+        return f"{TAG_PREFIXES[kind]}{self}"
 
 
 FIRST = Version(0, 1)
@@ -52,9 +54,8 @@ def parse_version(text: object, *, kind: Kind = "model") -> Version:
     """
     if not isinstance(text, str):
         raise InvalidVersionError(f"Version must be a string like v1.0, not {type(text).__name__}")
-    body = text
-    if kind == "data" and body.startswith(DATA_PREFIX):
-        body = body[len(DATA_PREFIX) :]
+    prefix = TAG_PREFIXES[kind]
+    body = text[len(prefix) :] if prefix and text.startswith(prefix) else text
     match = _VERSION_RE.fullmatch(body)
     if match is None:
         # repr() shows trailing spaces and control characters for what they are.
@@ -80,11 +81,10 @@ def _meant(body: str) -> str | None:
 
 def version_from_tag(tag: str, kind: Kind) -> Version | None:
     """The version a tag name stands for, or None when the tag is not one of ``kind``'s."""
-    if kind == "data":
-        if not tag.startswith(DATA_PREFIX):
-            return None
-        tag = tag[len(DATA_PREFIX) :]
-    match = _VERSION_RE.fullmatch(tag)
+    prefix = TAG_PREFIXES[kind]
+    if not tag.startswith(prefix):
+        return None
+    match = _VERSION_RE.fullmatch(tag[len(prefix) :])
     return Version(int(match.group(1)), int(match.group(2))) if match else None
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ModelRepo, assert_one_error_line, run_cpv
+from helpers import ModelRepo, assert_one_error_line, md5_of, run_cpv
 
 from cp_manage import (
-    ArtifactNotFoundError,
     ConfigError,
     CPVConfig,
     CPVError,
@@ -174,19 +173,22 @@ def test_ssh_block_is_idempotent_and_keeps_other_entries(tmp_path: Path) -> None
     assert "Hostname altssh.bitbucket.org" in once and "Port 443" in once
 
 
-def test_model_path_outside_the_repository_or_through_a_symlink(repo: ModelRepo,
-                                                                tmp_path: Path) -> None:
+def test_model_path_outside_the_repository_or_through_a_symlink_is_only_read(
+        repo: ModelRepo, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.bin"
     outside.write_bytes(os.urandom(100))
-    before = repo.snapshot()
-    with pytest.raises(ArtifactNotFoundError):
-        repo.manager.upload_model_checkpoint(outside)
-    repo.model_file.symlink_to(outside)
-    with pytest.raises(ArtifactNotFoundError, match="symbolic link"):
-        repo.manager.upload_model_checkpoint(repo.model_file)
-    assert_one_error_line(run_cpv("model", "upload", cwd=repo.root, expect=None))
+    before = (outside.read_bytes(), outside.stat())
+    repo.manager.upload_model_checkpoint(outside)
+    assert repo.model_file.read_bytes() == before[0] and not repo.model_file.is_symlink()
+    assert repo.model_file.stat().st_ino != before[1].st_ino
+    # Through a link: the link's target is read, and neither it nor the link changes.
     repo.model_file.unlink()
-    assert repo.snapshot() == before
+    outside.write_bytes(os.urandom(100))
+    repo.model_file.symlink_to(outside)
+    run_cpv("model", "upload", cwd=repo.root)
+    assert repo.model_file.is_symlink() and os.readlink(repo.model_file) == str(outside)
+    assert md5_of(outside) == repo.manager.get_model_metadata()["md5"]
+    assert outside.stat().st_nlink == 1
 
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "sub/../../x"])

@@ -43,3 +43,18 @@ def test_command_line_quick_start(tmp_path: Path) -> None:
 def test_python_quick_start(tmp_path: Path) -> None:
     exec(compile(block_after("## Quick start (Python)", "python"), str(README), "exec"),
          {"workdir": tmp_path})
+
+
+def test_model_artifacts_section(tmp_path: Path) -> None:
+    script = block_after("## Model artifacts", "bash").replace("/tmp/", f"{tmp_path}/")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    whole = tmp_path / "bert-v0.1"
+    assert sorted(p.relative_to(whole).as_posix() for p in whole.rglob("*") if p.is_file()) == [
+        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "tokenizer/tokenizer.json"]
+    part = tmp_path / "bert-weights"
+    assert sorted(p.name for p in part.iterdir()) == [
+        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]

@@ -521,6 +521,42 @@ def test_stock_dvc_pulls_what_we_wrote_and_we_read_what_it_pushed(
     assert storage.download(file_oid, tmp_path / "a.txt") == file_oid
 
 
+def test_folder_checkpoint_on_s3_stores_only_what_changed_and_dvc_pulls_it(
+        s3: SeaweedS3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from artifact_helpers import SHARDS, file_bytes, write_hf_folder
+
+    from cp_manage import ModelsCheckpointsManage
+
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    CPVConfig().update({"endpoint_url": s3.endpoint_url, "region": s3.region})
+    root = tmp_path / "bert-large"
+    manager = ModelsCheckpointsManage(team_name="AI-Convo", model_name="bert-large",
+                                      repo_path=root)
+    manager.import_model_init(artifact="checkpoint/", storage_url=f"s3://{bucket}/{PREFIX}")
+    storage = S3Storage(f"s3://{bucket}/{PREFIX}", endpoint_url=s3.endpoint_url)
+    source = write_hf_folder(tmp_path / "run" / "ckpt")
+    manager.upload(source)
+    manager.tag_model_checkpoint()
+    first = set(storage.iter_oids())
+    assert len(first) == 11  # 10 distinct files (a link repeats config.json) + the listing
+
+    (source / SHARDS[3]).write_bytes(b"fine-tuned" * 999)
+    (source / "config.json").write_text('{"model_type": "bert", "tuned": true}')
+    second = manager.upload(source)
+    added = set(storage.iter_oids()) - first
+    assert added == {hashlib.md5((source / SHARDS[3]).read_bytes()).hexdigest(),
+                     hashlib.md5((source / "config.json").read_bytes()).hexdigest(),
+                     f"{second.md5}.dir"}
+    assert second.uploaded_bytes < 2 * 9990 + 1000
+
+    clone = tmp_path / "clone"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    run(["git", "clone", "-q", str(root / ".git"), str(clone)], tmp_path, env)
+    run([sys.executable, "-m", "dvc", "pull", "-q"], clone, env)
+    assert file_bytes(clone / "checkpoint") == file_bytes(source)
+
+
 # -- git over ssh ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,6 +18,38 @@ if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
 
 Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How the commands of one group speak of their artifact: presentation only; what differs
+    in behaviour is the artifact's ``ArtifactSpec``, in the library."""
+
+    noun: str
+    what: str
+    default_path: str
+    head: str
+    list_help: str
+    list_columns: tuple[str, str]
+    diff_help: str
+    has_metrics: bool
+    download_infix: str
+
+
+WORDING = {
+    "model": Wording(
+        noun="checkpoint", what="model checkpoint (a file, or a folder chosen with 'cpv init "
+        "--artifact NAME/')", default_path="the repository's model artifact (model.bin, or "
+        "the NAME given to 'cpv init --artifact')", head="HEAD", list_help="metrics.",
+        list_columns=("data", "metrics"), diff_help="metrics with deltas (for a folder, also "
+        "the files added, removed, modified, with their sizes).", has_metrics=True,
+        download_infix=""),
+    "data": Wording(
+        noun="dataset", what="training data (the data/ folder)", default_path="data/",
+        head="HEAD's dataset", list_help="file and sample counts.",
+        list_columns=("files", "samples"), diff_help="counts with deltas, and the files "
+        "added, removed, modified.", has_metrics=False, download_infix="data-"),
+}
 
 
 def without_clone(verb: str) -> Callable[[Command], Command]:
@@ -48,15 +81,11 @@ def _manager(kind: str, repo: str | None, *, team: str | None = None,
 
     start = repo_start(repo, team, model)
     config = CPVConfig()
-    manager_class: type[CheckpointManager]
-    if kind == "data":
-        from cp_manage.manage.data import DataCheckpointsManage
+    from cp_manage.manage.data import DataCheckpointsManage
+    from cp_manage.manage.models import ModelsCheckpointsManage
 
-        manager_class = DataCheckpointsManage
-    else:
-        from cp_manage.manage.models import ModelsCheckpointsManage
-
-        manager_class = ModelsCheckpointsManage
+    manager_class: type[CheckpointManager] = {
+        "model": ModelsCheckpointsManage, "data": DataCheckpointsManage}[kind]
     return manager_class(team_name=team, model_name=model, repo_path=start, config=config)
 
 
@@ -111,52 +140,53 @@ def _load_metrics(metric: tuple[str, ...], metrics_file: str | None) -> dict[str
     return values
 
 
-def _version_row(info: Any) -> list[str]:
+def _version_row(info: Any, words: Wording) -> list[str]:
     created = (info.created_at or "")[:19].replace("T", " ")
     row = [info.version or "HEAD", created, output.human_size(info.size_bytes), info.md5[:10]]
-    if info.kind == "data":
-        row += [_fmt(info.file_count), _fmt(info.sample_count)]
-    else:
+    if words.has_metrics:
         row += [info.data_version or "-", output.format_metrics(info.metrics)]
+    else:
+        row += [_fmt(info.file_count), _fmt(info.sample_count)]
     return row
 
 
 def make_group(kind: str) -> click.Group:
     """The command group for ``kind`` ("model" or "data")."""
-    noun = "checkpoint" if kind == "model" else "dataset"
+    words = WORDING[kind]
+    noun = words.noun
     repo_option = click.option("--repo", type=click.Path(file_okay=False),
                                help="The repository (default: the one holding the current "
                                "directory).")
 
-    what = "model checkpoint" if kind == "model" else "training data (the data/ folder)"
+    what = words.what
     @click.group(name=kind, help=f"Upload, version, list and fetch the {what}.")
     def group() -> None:
         pass
 
-    default_path = "model.bin" if kind == "model" else "data"
+    default_path = words.default_path
 
-    @group.command(help=f"Store the {noun} and commit it (default PATH: {default_path})." + (
-        " A folder elsewhere is first copied to data/; only changed files are sent."
-        if kind == "data" else ""))
+    @group.command(help=f"Store the {noun} and commit it. PATH (default: {default_path}) may "
+                   "be any file or folder of the right kind, anywhere: it is only read, and "
+                   "the workspace then holds a private copy. Only changed files are sent.")
     @click.argument("path", required=False)
     @click.option("--metric", multiple=True, metavar="K=V", help="A metric; repeatable.")
     @click.option("--metrics-file", type=click.Path(dir_okay=False),
                   help="A JSON file of metrics.")
     @click.option("-m", "--message", help="The commit message.")
+    @click.option("--force", is_flag=True, help="Replace workspace changes that were never "
+                  "uploaded (when PATH is elsewhere).")
     @repo_option
     def upload(path: str | None, metric: tuple[str, ...], metrics_file: str | None,
-               message: str | None, repo: str | None) -> None:
+               message: str | None, force: bool, repo: str | None) -> None:
         metrics = _load_metrics(metric, metrics_file)
+        if metrics is not None and not words.has_metrics:
+            raise click.UsageError("A dataset has no metrics; give them to "
+                                   "'cpv model upload'.")
         manager = _manager(kind, repo)
         source = Path(path).absolute() if path else None
         with output.transfer_progress(f"uploading {kind}") as progress:
-            kwargs: dict[str, Any] = {"message": message, "progress": progress}
-            if kind == "model":
-                kwargs["metrics"] = metrics
-            elif metrics is not None:
-                raise click.UsageError("A dataset has no metrics; give them to "
-                                       "'cpv model upload'.")
-            result = manager.upload(source, **kwargs)
+            result = manager.upload(source, metrics=metrics, message=message,
+                                    progress=progress, force=force)
         if result.changed:
             output.success(f"Uploaded {kind} {result.md5[:10]} "
                            f"({output.human_size(result.size_bytes)}, "
@@ -180,11 +210,9 @@ def make_group(kind: str) -> click.Group:
         if result.created:
             output.success(f"Tagged {result.tag}")
         else:
-            what = "HEAD" if kind == "model" else "HEAD's dataset"
-            output.info(f"{what} is already {result.tag}; nothing to tag.")
+            output.info(f"{words.head} is already {result.tag}; nothing to tag.")
 
-    @group.command(name="list", help="Versions, oldest first, with their " + (
-        "metrics." if kind == "model" else "file and sample counts."))
+    @group.command(name="list", help=f"Versions, oldest first, with their {words.list_help}")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
     @without_clone("list")
     @repo_option
@@ -198,9 +226,8 @@ def make_group(kind: str) -> click.Group:
             output.info(f"No {kind} versions of {team_name}/{model_name} yet." if model_name else
                         f"No {kind} versions yet. Run 'cpv {kind} upload' and 'cpv {kind} tag'.")
             return
-        last = ["files", "samples"] if kind == "data" else ["data", "metrics"]
-        output.table(["version", "created (UTC)", "size", "md5", *last],
-                     [_version_row(v) for v in versions])
+        output.table(["version", "created (UTC)", "size", "md5", *words.list_columns],
+                     [_version_row(v, words) for v in versions])
 
     @group.command(help="The metadata of VERSION (default: HEAD).")
     @click.argument("version", required=False)
@@ -221,9 +248,7 @@ def make_group(kind: str) -> click.Group:
                 output.info(f"{key:>12}: {data[key]}")
         output.info(f"{'metrics':>12}: {output.format_metrics(info.metrics)}")
 
-    @group.command(help="Compare two versions side by side: " + (
-        "metrics with deltas." if kind == "model" else "counts with deltas, and the files "
-        "added, removed, modified."))
+    @group.command(help=f"Compare two versions side by side: {words.diff_help}")
     @click.argument("old")
     @click.argument("new")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
@@ -245,6 +270,10 @@ def make_group(kind: str) -> click.Group:
         if result.get("files") is not None:
             output.info(", ".join(f"{len(names)} {change}"
                                   for change, names in result["files"].items()) + " files")
+        if result.get("file_changes"):
+            output.table(["file", "change", "old size", "new size"], [
+                [row["path"], row["change"], _size(row["old_size"]), _size(row["new_size"])]
+                for row in result["file_changes"]])
 
     @group.command(help="Fetch VERSION (default: HEAD) into a folder; the working tree and "
                    "HEAD are never touched.")
@@ -256,15 +285,20 @@ def make_group(kind: str) -> click.Group:
     @click.option("--team", help="With --model: fetch without a clone, from the configured "
                   "remotes.")
     @click.option("--model", help="With --team: the model to fetch.")
+    @click.option("--include", multiple=True, metavar="GLOB", help="For a folder: fetch only "
+                  "files whose path, name or folder matches GLOB; repeatable.")
+    @click.option("--exclude", multiple=True, metavar="GLOB", help="For a folder: skip files "
+                  "whose path, name or folder matches GLOB; repeatable.")
     @repo_option
     def download(version: str | None, output_dir: str | None, force: bool, team: str | None,
-                 model: str | None, repo: str | None) -> None:
+                 model: str | None, include: tuple[str, ...], exclude: tuple[str, ...],
+                 repo: str | None) -> None:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
             output_dir = str(_default_download_dir(kind, manager, version, model))
         with output.transfer_progress(f"downloading {kind}") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress,
-                                          force=force)
+                                          include=include, exclude=exclude, force=force)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
                        f"(md5 {info.md5} verified)")
 
@@ -298,14 +332,17 @@ def _default_download_dir(kind: str, manager: CheckpointManager, version: str | 
         root = None  # no clone: fetched from the remotes
     name = model or manager.repo.model
     label = version or ("latest" if model else "HEAD")
-    folder = (f"{name}-data-{label.removeprefix('data/')}" if kind == "data"
-              else f"{name}-{label}")
+    folder = f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
     here = Path.cwd()
     return (root.parent if root is not None and here.is_relative_to(root) else here) / folder
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else (f"{value:.6g}" if isinstance(value, float) else str(value))
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else output.human_size(value)
 
 
 def _fmt_delta(value: Any) -> str:

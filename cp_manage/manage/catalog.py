@@ -19,17 +19,22 @@ from cp_manage.backends.git import Git
 from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.errors import PointerError, VersionNotFoundError
 from cp_manage.manage.handlers import ObjectSource
-from cp_manage.versions import Kind, Version, parse_version, version_from_tag
+from cp_manage.spec import DATA, DATA_PATH, DEFAULT_ARTIFACT, ArtifactSpec
+from cp_manage.versions import Kind, Version
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.log"
-MODEL_PATH = "model.bin"
-DATA_PATH = "data"
+MODEL_PATH = DEFAULT_ARTIFACT
+"""The model artifact of a repository made without ``--artifact`` (see ``ArtifactSpec``)."""
+__all__ = ["DATA_PATH", "METRICS_FILE", "MODEL_PATH", "Catalog", "VersionSource", "last_metrics"]
 
 
 class Catalog:
-    """The versions of one (team, model) held by the tags of the git directory ``git``."""
+    """The versions of one (team, model) held by the tags of the git directory ``git``.
+
+    Every query names the artifact by its ``ArtifactSpec`` (which file or folder, which tags).
+    """
 
     def __init__(self, git: Git, team: str, model: str) -> None:
         self.git = git
@@ -37,18 +42,17 @@ class Catalog:
         self.model = model
         self.skipped: dict[str, str] = {}  # tags left out of a listing, and why
 
-    def versions(self, kind: Kind) -> list[VersionInfo]:
-        """Every version of ``kind``, oldest first by number."""
-        pattern = "data/" if kind == "data" else "v*"
+    def versions(self, spec: ArtifactSpec) -> list[VersionInfo]:
+        """Every version of ``spec``'s artifact, oldest first by number."""
         found: list[tuple[Version, VersionInfo]] = []
-        for record in self.git.tags(pattern):
-            number = version_from_tag(record.name, kind)
+        for record in self.git.tags(spec.tag_pattern):
+            number = spec.version_of(record.name)
             if number is None:
                 continue
             info = VersionInfo.from_tag(record.name, record.commit, record.contents)
-            if info is None or info.kind != kind:
+            if info is None or info.kind != spec.kind:
                 try:
-                    info = self.info_from_commit(kind, record.commit, tag=record.name)
+                    info = self.info_from_commit(spec, record.commit, tag=record.name)
                 except PointerError as e:
                     # A tag cpv did not write, on a broken commit: list the others.
                     self.skipped[record.name] = str(e)
@@ -58,45 +62,46 @@ class Catalog:
             info.version = str(number)
             found.append((number, info))
         result = [info for _, info in sorted(found, key=lambda pair: pair[0])]
-        if kind == "model" and any((i.data_version or "").startswith("md5:") for i in result):
+        if spec.records_metrics and any((i.data_version or "").startswith("md5:")
+                                        for i in result):
             # Lineage recorded before its data was tagged: name the data by its tag now.
-            data_tags = {i.md5: i.tag for i in self.versions("data")}
+            data_tags = {i.md5: i.tag for i in self.versions(DATA)}
             for info in result:
                 if info.data_version and info.data_version.startswith("md5:"):
                     info.data_version = data_tags.get(info.data_version[4:], info.data_version)
         return result
 
-    def find(self, kind: Kind, version: str) -> tuple[str, VersionInfo] | None:
+    def find(self, spec: ArtifactSpec, version: str) -> tuple[str, VersionInfo] | None:
         """The commit and metadata of ``version``, or None when no tag here names it.
 
         Raises:
             InvalidVersionError: ``version`` is malformed.
             PointerError: the tag is not cpv's and its commit's pointer is broken.
         """
-        number = parse_version(version, kind=kind)
-        tag = number.tag(kind)
-        for info in self.versions(kind):
+        number = spec.parse(version)
+        tag = spec.tag(number)
+        for info in self.versions(spec):
             if info.tag == tag and info.commit:
                 return info.commit, info
         commit = self.git.rev_parse(f"refs/tags/{tag}")
         if commit is not None:
             # The tag exists but was skipped from the listing: say why (a broken pointer).
-            found = self.info_from_commit(kind, commit, tag=tag)
+            found = self.info_from_commit(spec, commit, tag=tag)
             if found is not None:
                 found.version = str(number)
                 return commit, found
         return None
 
-    def resolve(self, kind: Kind, version: str) -> tuple[str, VersionInfo]:
+    def resolve(self, spec: ArtifactSpec, version: str) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version``.
 
         Raises:
             InvalidVersionError, VersionNotFoundError (naming the known versions), PointerError.
         """
-        found = self.find(kind, version)
+        found = self.find(spec, version)
         if found is None:
-            raise VersionNotFoundError(str(parse_version(version, kind=kind)), kind=kind,
-                                       known=[str(i.version) for i in self.versions(kind)])
+            raise VersionNotFoundError(str(spec.parse(version)), kind=spec.kind,
+                                       known=[str(i.version) for i in self.versions(spec)])
         return found
 
     def pointer_at(self, commit: str, path: str) -> Pointer | None:
@@ -109,27 +114,28 @@ class Catalog:
         raw = self.git.show(commit, METRICS_FILE) if commit else None
         return last_metrics(raw or b"")
 
-    def info_from_commit(self, kind: Kind, commit: str, *, tag: str | None) -> VersionInfo | None:
+    def info_from_commit(self, spec: ArtifactSpec, commit: str, *,
+                         tag: str | None) -> VersionInfo | None:
         """Metadata computed from a commit's pointer and metrics (HEAD, or a foreign tag).
 
         Date, author and message are those of the upload: the last commit up to ``commit``
         that changed the artifact (or, for a model, its metrics).
         """
-        path = DATA_PATH if kind == "data" else MODEL_PATH
-        pointer = self.pointer_at(commit, path)
+        pointer = self.pointer_at(commit, spec.path)
         if pointer is None:
             return None
-        changed = [f"{path}.dvc", METRICS_FILE] if kind == "model" else [f"{path}.dvc"]
+        model = spec.records_metrics
+        changed = [spec.pointer_file, METRICS_FILE] if model else [spec.pointer_file]
         log = ["log", "-1", "--format=%aI%x00%an <%ae>%x00%s", commit]
         # A shallow history may not reach the upload: then the commit itself speaks for it.
         upload = self.git.out(*log, "--", *changed) or self.git.out(*log)
         date, author, subject = upload.split("\0", 2)
         return VersionInfo(
-            kind=kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
-            size_bytes=pointer.size, metrics=self.metrics_at(commit) if kind == "model" else {},
+            kind=spec.kind, version=None, tag=tag, path=pointer.path, md5=pointer.md5,
+            size_bytes=pointer.size, metrics=self.metrics_at(commit) if model else {},
             created_at=date, author=author, message=subject, cpv_version=__version__,
             commit=commit, team=self.team, model=self.model, file_count=pointer.nfiles,
-            data_version=self.data_version_at(commit) if kind == "model" else None,
+            data_version=self.data_version_at(commit) if model else None,
         )
 
     def data_version_at(self, commit: str) -> str | None:
@@ -137,7 +143,7 @@ class Catalog:
         pointer = self.pointer_at(commit, DATA_PATH)
         if pointer is None:
             return None
-        for info in reversed(self.versions("data")):
+        for info in reversed(self.versions(DATA)):
             if info.md5 == pointer.md5:
                 return info.tag
         return f"md5:{pointer.md5}"
@@ -154,11 +160,15 @@ class VersionSource(ObjectSource, Protocol):
     @property
     def catalog(self) -> Catalog: ...
 
-    def versions(self, kind: Kind) -> list[VersionInfo]:
-        """Every version of ``kind``, oldest first, brought up to date with the git remote."""
+    def spec(self, kind: Kind) -> ArtifactSpec:
+        """The artifact of ``kind``: the repository's model (chosen at init), or its data."""
         ...
 
-    def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
+    def versions(self, spec: ArtifactSpec) -> list[VersionInfo]:
+        """Every version of ``spec``, oldest first, brought up to date with the git remote."""
+        ...
+
+    def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version``.
 
         Raises:

@@ -23,12 +23,14 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import enable_verbose, restore_and_commit
+from cp_manage.manage.base import enable_verbose
 from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
-from cp_manage.manage.repository import DATA_PATH, Repository, is_lost_race
-from cp_manage.versions import Version, next_version, parse_version, version_from_tag
+from cp_manage.manage.repository import Repository, is_lost_race
+from cp_manage.manage.workspace import restore_and_commit
+from cp_manage.spec import DATA
+from cp_manage.versions import Version, next_version
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class CombinedCheckpointsManage:
     def repo(self) -> Repository:
         """The repository both managers share, opened once."""
         repo = self.models.repo
-        self.data._repo = repo
+        self.data.attach(repo)
         return repo
 
     # -- tag -----------------------------------------------------------------------------------
@@ -110,27 +112,27 @@ class CombinedCheckpointsManage:
         """
         enable_verbose(verbose)
         repo = self.repo
-        explicit = parse_version(version, kind="data") if version is not None else None
+        explicit = DATA.parse(version) if version is not None else None
         with repo.locked():
             head = repo.head_or_raise()
             branch = repo.branch()
             repo.git.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
             repo.push_head_if_needed()
-            model_info = self.models._version_info_for(head)
-            data_info = self.data._version_info_for(head)
+            model_info = self.models.version_info_for(head)
+            data_info = self.data.version_info_for(head)
+            model_spec = repo.model_spec
             self._drop_unpushed_tags(head)
             chosen: list[tuple[str, str]] = []
 
             def propose() -> dict[str, str] | None:
-                models = repo.versions("model", fetch=False)
-                data = repo.versions("data", fetch=False)
+                models = repo.versions(model_spec, fetch=False)
+                data = repo.versions(DATA, fetch=False)
                 on_head = [i.version for i in models if i.commit == head and i.version]
                 if on_head:
                     released = self._release_on_head(head, on_head, data, explicit)
-                    chosen.append((released.tag("model"), released.tag("data")))
+                    chosen.append((model_spec.tag(released), DATA.tag(released)))
                     return None
-                numbers = {parse_version(i.version, kind="model") for i in [*models, *data]
-                           if i.version}
+                numbers = {model_spec.parse(i.version) for i in [*models, *data] if i.version}
                 number = explicit or next_version(numbers, major=major)
                 if number in numbers:
                     taken = [i.tag for i in [*models, *data] if i.version == str(number)]
@@ -138,7 +140,7 @@ class CombinedCheckpointsManage:
                         " and ".join(str(t) for t in taken),
                         hint=f"A combined release needs {number} free in both sequences; "
                         "omit the version to get the next free one.")
-                chosen.append((number.tag("model"), number.tag("data")))
+                chosen.append((model_spec.tag(number), DATA.tag(number)))
                 return self._messages(number, model_info, data_info, model_message,
                                       data_message)
 
@@ -168,7 +170,7 @@ class CombinedCheckpointsManage:
         released = [v for v in on_head
                     if any(i.commit == head and i.version == v for i in data)]
         if released and (explicit is None or str(explicit) in released):
-            return parse_version(str(explicit) if explicit else released[-1], kind="model")
+            return explicit or self.repo.model_spec.parse(released[-1])
         name = released[-1] if released else on_head[-1]
         if released:
             raise NothingToDoError(
@@ -181,7 +183,7 @@ class CombinedCheckpointsManage:
 
     def _messages(self, number: Version, model_info: VersionInfo, data_info: VersionInfo,
                   model_message: str | None, data_message: str | None) -> dict[str, str]:
-        model_tag, data_tag = number.tag("model"), number.tag("data")
+        model_tag, data_tag = self.repo.model_spec.tag(number), DATA.tag(number)
         model_info.version = data_info.version = str(number)
         model_info.tag, data_info.tag = model_tag, data_tag
         model_info.data_version = data_tag
@@ -195,7 +197,7 @@ class CombinedCheckpointsManage:
         versions (a version exists on the remote), so they must not block a release."""
         repo = self.repo
         local = [name for name in repo.git.tags_at(head)
-                 if version_from_tag(name, "model") or version_from_tag(name, "data")]
+                 if repo.model_spec.version_of(name) or DATA.version_of(name)]
         if not local:
             return
         remote = repo.remote_tags()
@@ -227,10 +229,10 @@ class CombinedCheckpointsManage:
         repo = self.repo
         with repo.locked():
             repo.sync()
-            model_commit, model_info = repo.resolve("model", tag)
+            model_commit, model_info = repo.resolve(repo.model_spec, tag)
             data_commit, data_info = self._data_of(repo, model_commit, model_info)
-            restores = [self.models._plan_restore(model_commit, model_info, force=force),
-                        self.data._plan_restore(data_commit, data_info, force=force)]
+            restores = [self.models.plan_restore(model_commit, model_info, force=force),
+                        self.data.plan_restore(data_commit, data_info, force=force)]
             new = restore_and_commit(
                 repo, restores, f"Revert model to {model_info.tag} and data to "
                 f"{data_info.tag or 'its training data'}", progress=progress or self.progress)
@@ -244,10 +246,10 @@ class CombinedCheckpointsManage:
         """The data released with a model version, else the data its commit holds."""
         if model_info.version is not None:
             try:
-                return source.resolve("data", model_info.version)
+                return source.resolve(DATA, model_info.version)
             except VersionNotFoundError:
                 pass
-        info = source.catalog.info_from_commit("data", model_commit, tag=None)
+        info = source.catalog.info_from_commit(DATA, model_commit, tag=None)
         if info is None:
             raise NothingToDoError(
                 f"{model_info.tag or 'HEAD'} has no dataset",
@@ -275,13 +277,13 @@ class CombinedCheckpointsManage:
             the data the model's commit holds).
         """
         enable_verbose(verbose)
-        source = self.models._source()
-        model_commit, model_info = source.resolve("model", tag)
+        source = self.models.version_source()
+        model_commit, model_info = source.resolve(source.spec("model"), tag)
         try:
             data_info: VersionInfo | None = self._data_of(source, model_commit, model_info)[1]
         except NothingToDoError:
             data_info = None
-        trained_on = source.catalog.pointer_at(model_commit, DATA_PATH)
+        trained_on = source.catalog.pointer_at(model_commit, DATA.path)
         as_dict = VersionInfo.to_dict if record else VersionInfo.seed_dict
         return {
             "version": model_info.version,

@@ -13,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import DataArtifacts, VersionInfo
-from cp_manage.errors import CPVError, NothingToDoError, UnsavedChangesError
+from cp_manage.errors import CPVError, NothingToDoError
 from cp_manage.fsutil import Progress
 from cp_manage.manage.base import (
     CheckpointManager,
     TagResult,
     UploadResult,
     caller_path,
-    enable_verbose,
 )
 from cp_manage.manage.catalog import VersionSource
-from cp_manage.manage.dataset import DirHandler, copy_dataset, scan_dataset
-from cp_manage.manage.handlers import same_path
-from cp_manage.manage.repository import DATA_PATH
+from cp_manage.manage.compare import delta_row
+from cp_manage.manage.dataset import count_samples, read_listing, splits_of
+from cp_manage.spec import DATA_PATH
 from cp_manage.versions import Version
 
 logger = logging.getLogger(__name__)
@@ -42,10 +41,6 @@ class DataCheckpointsManage(CheckpointManager):
     """
 
     kind = "data"
-    records_metrics = False
-
-    def _handler(self) -> DirHandler:
-        return DirHandler(DATA_PATH)
 
     # -- upload --------------------------------------------------------------------------------
 
@@ -79,42 +74,18 @@ class DataCheckpointsManage(CheckpointManager):
                verbose: bool = False) -> UploadResult:
         """Upload ``data/`` (only files that changed since the last upload are read and sent).
 
-        ``source`` is the repository's ``data/`` or a folder elsewhere, which is first copied
-        to ``data/`` as ``import_data_init`` does; a relative path is taken from the caller's
-        current directory.
+        ``source`` is ``data/`` or a folder elsewhere (relative to the current directory),
+        which then replaces ``data/``, as ``import_data_init`` does.
 
         Raises:
             CPVError: metrics were given (a dataset has none; they belong to the model).
         """
-        enable_verbose(verbose)
-        given = caller_path(source) if source else None
         if metrics:
             raise CPVError("A dataset has no metrics",
                            hint="Record metrics with the model upload (cpv model upload "
                            "--metric K=V).")
-        repo = self.repo
-        if given is not None and not same_path(given, repo.root / DATA_PATH):
-            self._copy_in(given, force=force)
-        return super().upload(None, message=message, progress=progress)
-
-    def _copy_in(self, source: Path, *, force: bool) -> None:
-        """Replace ``data/`` by a copy of ``source``; refuses to drop changes never uploaded."""
-        repo, handler = self.repo, self._handler()
-        workspace = repo.root / DATA_PATH
-        if workspace.is_symlink() or (workspace.exists() and not workspace.is_dir()):
-            raise CPVError(f"{workspace} is not a folder",
-                           hint=f"Move it away; cpv keeps the dataset in {workspace}.")
-        files = scan_dataset(source)
-        with repo.locked():
-            current = repo.pointer_at(repo.head_or_raise(), DATA_PATH)
-            found = handler.workspace_oid(repo)
-            if found is not None and (current is None or found != current.oid) and not force:
-                raise UnsavedChangesError(
-                    f"{workspace} has changes that were never uploaded",
-                    hint="Upload them first ('cpv data upload'), or move that folder away "
-                    "(API: force=True replaces it).")
-            logger.info("Copying %d files from %s to %s", len(files), source, workspace)
-            copy_dataset(files, workspace)
+        return super().upload(source, message=message, progress=progress, force=force,
+                              verbose=verbose)
 
     def upload_data_checkpoint(self, data_path: str | os.PathLike[str] | None = None,
                                message: str | None = None, verbose: bool = False, *,
@@ -129,6 +100,17 @@ class DataCheckpointsManage(CheckpointManager):
 
     # -- tag -----------------------------------------------------------------------------------
 
+    def version_info_for(self, commit: str, *, verbose: bool = False) -> VersionInfo:
+        """The generic metadata plus ``splits`` (top-level folder → file count) and
+        ``sample_count`` (see ``cp_manage.manage.dataset``)."""
+        info = super().version_info_for(commit, verbose=verbose)
+        pointer = self.repo.pointer_at(commit, DATA_PATH)
+        if pointer is not None:
+            md5s = read_listing(self.repo, pointer)
+            info.splits = splits_of(md5s)
+            info.sample_count = count_samples(self.repo, md5s)
+        return info
+
     def _existing_version(self, info: VersionInfo, existing: list[VersionInfo],
                           explicit: Version | None) -> TagResult | None:
         """A dataset is versioned once: when HEAD's dataset already is a version (on an
@@ -140,7 +122,7 @@ class DataCheckpointsManage(CheckpointManager):
         same = [name for name in same if name in remote]  # an unpushed leftover is no version
         if not same:
             return None
-        wanted = explicit.tag(self.kind) if explicit is not None else None
+        wanted = self.spec.tag(explicit) if explicit is not None else None
         name = wanted if wanted in same else same[-1]
         if wanted is not None and wanted != name:
             raise NothingToDoError(f"HEAD's dataset is already {name}, so it cannot also be "
@@ -181,24 +163,14 @@ class DataCheckpointsManage(CheckpointManager):
         return super().diff(old, new, verbose=verbose)
 
     def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
+        """The generic comparison plus sample and per-split file counts."""
         result = super()._compare(source, old, new)
         a, b = result["old"], result["new"]
-        rows: dict[str, dict[str, Any]] = {}
-        for key in ("file_count", "sample_count"):
-            rows[key] = _delta(a.get(key), b.get(key))
+        rows: dict[str, dict[str, Any]] = result["stats"]
+        rows["sample_count"] = delta_row(a.get("sample_count"), b.get("sample_count"))
         splits_a, splits_b = a.get("splits") or {}, b.get("splits") or {}
         for split in sorted(set(splits_a) | set(splits_b)):
-            rows[f"files in {split}"] = _delta(splits_a.get(split), splits_b.get(split))
-        result["stats"] = rows
-        handler = self._handler()
-        try:
-            pointers = [source.catalog.pointer_at(side["commit"], DATA_PATH) for side in (a, b)]
-            if pointers[0] is None or pointers[1] is None:
-                raise NothingToDoError("no dataset")
-            result["files"] = handler.changes(source, pointers[0], pointers[1])
-        except CPVError as e:
-            logger.warning("Cannot compare the files of %s and %s: %s", old, new, e)
-            result["files"] = None
+            rows[f"files in {split}"] = delta_row(splits_a.get(split), splits_b.get(split))
         return result
 
     # -- download and revert -------------------------------------------------------------------
@@ -232,8 +204,3 @@ class DataCheckpointsManage(CheckpointManager):
     @property
     def data_path(self) -> Path:
         return self.repo_path / DATA_PATH
-
-
-def _delta(old: Any, new: Any) -> dict[str, Any]:
-    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
-    return {"old": old, "new": new, "delta": new - old if numbers else None}

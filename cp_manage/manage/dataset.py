@@ -1,11 +1,12 @@
-"""Directory artifacts (``data/``), stored exactly as DVC 3 stores them.
+"""Folder artifacts (``data/``, a model folder such as ``checkpoint/``), stored exactly as DVC 3
+stores a directory.
 
 Each file is one md5 object; the folder is one more object, its listing: ``json.dumps`` of
 ``[{"md5": ..., "relpath": ...}, ...]`` sorted by relpath, whose md5 plus ``.dir`` is what
 ``data.dvc`` names. So a second upload of a dataset in which a few files changed stores and sends
 just those files and the new listing, and stock ``dvc pull`` reads what cpv wrote.
 
-Walking a dataset follows symbolic links (to files and to folders; a loop is an error) and
+Walking a folder follows symbolic links (to files and to folders; a loop is an error) and
 refuses what cannot be versioned faithfully: a ``.git`` inside, device files, names that are not
 valid UTF-8. Empty folders are not recorded, as in DVC.
 
@@ -36,7 +37,15 @@ from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
-from cp_manage.manage.handlers import ObjectSource, fetch_object, run_parallel, same_path
+from cp_manage.manage.handlers import (
+    ObjectSource,
+    Select,
+    check_outside_workspace,
+    fetch_object,
+    run_parallel,
+    state_key,
+)
+from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -48,6 +57,10 @@ LINE_SAMPLES = {".jsonl", ".ndjson"}
 TABLE_SAMPLES = {".csv", ".tsv"}
 TOP_LEVEL_SPLIT = "."
 """The ``splits`` key for files directly in the dataset folder, not in a split folder."""
+FILES_IN_METADATA = 1000
+"""A folder of at most this many files lists them (path → size, md5) in its version's tag, so
+``diff`` names the changed files and their sizes from git alone; a larger one is compared
+through its ``.dir`` listing (from the local cache or storage)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,7 @@ class DatasetFile:
     stat: FileStat
 
 
-def scan_dataset(root: Path) -> list[DatasetFile]:
+def scan_dataset(root: Path, *, noun: str = "Dataset") -> list[DatasetFile]:
     """Every file below ``root``, sorted by relative path, following symbolic links.
 
     Raises:
@@ -69,9 +82,10 @@ def scan_dataset(root: Path) -> list[DatasetFile]:
             a name that is not valid UTF-8.
     """
     if not root.exists():
-        raise ArtifactNotFoundError(f"Dataset folder {root} does not exist",
-                                    hint="Pass the folder holding the dataset (e.g. with train/, "
-                                    "validation/, test/).")
+        raise ArtifactNotFoundError(f"{noun} folder {root} does not exist", hint=(
+            "Pass the folder holding the dataset (e.g. with train/, validation/, test/)."
+            if noun == "Dataset" else "Save the checkpoint there first (e.g. "
+            "model.save_pretrained(path)), or pass the folder to upload."))
     if not root.is_dir():
         raise ArtifactNotFoundError(f"{root} is not a folder",
                                     hint="A dataset is a folder; put the file in one.")
@@ -116,7 +130,7 @@ def scan_dataset(root: Path) -> list[DatasetFile]:
                 raise InvalidDatasetError(f"{path} is not a regular file (a device, pipe or "
                                           "socket)", hint="Remove it from the dataset.")
     if not found:
-        raise ArtifactNotFoundError(f"Dataset folder {root} holds no files",
+        raise ArtifactNotFoundError(f"{noun} folder {root} holds no files",
                                     hint="Put the dataset's files in it first (empty folders "
                                     "are not versioned).")
     found.sort(key=lambda f: f.relpath)
@@ -191,7 +205,19 @@ def read_listing(source: ObjectSource, pointer: Pointer) -> dict[str, str]:
     return parse_listing(raw, oid=pointer.oid)
 
 
-def _splits(relpaths: Iterable[str]) -> dict[str, int]:
+def cached_sizes(source: ObjectSource, md5s: dict[str, str]) -> dict[str, int | None]:
+    """The size of each file (relpath → md5) whose object is in the local cache, else None."""
+    sizes: dict[str, int | None] = {}
+    for relpath, md5 in md5s.items():
+        try:
+            sizes[relpath] = source.cache.path(md5).stat().st_size
+        except OSError:
+            sizes[relpath] = None
+    return sizes
+
+
+def splits_of(relpaths: Iterable[str]) -> dict[str, int]:
+    """Files per top-level folder (``TOP_LEVEL_SPLIT`` for files directly in the folder)."""
     return dict(sorted(Counter(
         r.split("/", 1)[0] if "/" in r else TOP_LEVEL_SPLIT for r in relpaths).items()))
 
@@ -257,40 +283,27 @@ def build_next_to(target: Path) -> Path:
     return built
 
 
-def copy_dataset(files: list[DatasetFile], target: Path) -> None:
-    """Replace the folder ``target`` by a copy of ``files`` (as scanned), all or nothing."""
-    built = build_next_to(target)
-    try:
-        def copy(item: DatasetFile) -> None:
-            destination = built / item.relpath
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(item.path, destination)
-
-        run_parallel(copy, files)
-        swap_into_place(built, target)
-    except BaseException:
-        _remove_tree(built)
-        raise
-
-
 class DirHandler:
-    """A folder artifact such as ``data/``: one object per file plus a ``.dir`` listing."""
+    """A folder artifact (``data/``, ``checkpoint/``): one object per file plus a ``.dir``
+    listing, as DVC stores a directory."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, spec: ArtifactSpec) -> None:
+        self.spec = spec
+        self.path = spec.path
         self._scanned: tuple[Path, list[DatasetFile]] | None = None
+        self._noun = "Model" if spec.chosen_at_init else "Dataset"
 
     def _key(self, relpath: str) -> str:
         return f"{self.path}/{relpath}"
 
     def scan(self, source: Path) -> list[DatasetFile]:
         """The files of ``source`` (validated); remembered for the ``stage`` that follows."""
-        files = scan_dataset(source)
+        files = scan_dataset(source, noun=self._noun)
         self._scanned = (source, files)
         return files
 
     def check_source(self, repo: Repository, source: Path) -> Path:
-        """The workspace folder to upload: the repository's ``data/``, a real folder with files.
+        """Any folder holding at least one file: the workspace's own, or one elsewhere.
 
         Args:
             source: an absolute path (the caller's relative path is resolved before).
@@ -298,15 +311,10 @@ class DirHandler:
         Raises:
             ArtifactNotFoundError, InvalidDatasetError: with what to do instead.
         """
-        expected = repo.root / self.path
-        if not same_path(source, expected):
-            raise ArtifactNotFoundError(
-                f"{source} is not this repository's dataset folder",
-                hint=f"Import it first (import_data_init, which copies it to {expected}).")
-        if source.is_symlink():
-            raise ArtifactNotFoundError(
-                f"{source} is a symbolic link",
-                hint=f"Make {expected} a real folder (import_data_init copies a dataset there).")
+        if source.exists() and not source.is_dir():
+            message, hint = wrong_kind_message(self.spec, source)
+            raise ArtifactNotFoundError(message, hint=hint)
+        check_outside_workspace(repo, self.spec, source)
         self.scan(source)
         return source
 
@@ -321,7 +329,7 @@ class DirHandler:
         md5s: dict[str, str] = {}
         todo: list[tuple[DatasetFile, str | None]] = []
         for item in files:
-            known = repo.state.lookup(self._key(item.relpath), item.stat)
+            known = repo.state.lookup(state_key(repo, item.path), item.stat)
             if known is not None and repo.cache.has(known):
                 md5s[item.relpath] = known
             else:
@@ -337,20 +345,21 @@ class DirHandler:
             nonlocal done
             item = entry[0]
             md5s[item.relpath] = md5
-            repo.state.remember(self._key(item.relpath), item.stat, md5)
+            repo.state.remember(state_key(repo, item.path), item.stat, md5)
             done += item.stat.size
             if progress:
                 progress(done, total)
 
         logger.info("Hashing %d new or changed files of %d in %s", len(todo), len(files),
-                    self.path)
+                    source)
         if todo:
+            repo.warm_up_storage()  # connect while hashing: new files are about to be uploaded
             progress_phase(progress, "hashing")
         run_parallel(add, todo, on_done=added)
         raw = listing_bytes(md5s)
         md5 = md5_bytes(raw)
         repo.cache.add_bytes(raw, f"{md5}.dir")
-        return Pointer(path=Path(self.path).name, md5=md5,
+        return Pointer(path=self.path, md5=md5,
                        size=sum(item.stat.size for item in files), nfiles=len(files))
 
     def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
@@ -378,10 +387,22 @@ class DirHandler:
         return f"{md5_bytes(listing_bytes(md5s))}.dir"
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None) -> None:
-        """Write the whole dataset to a new folder beside ``target``, every file's md5 checked,
-        then rename it into place: ``target`` is never half a dataset."""
+                    progress: Progress | None, select: Select | None = None) -> None:
+        """Write the folder (or the files ``select`` picks) to a new folder beside ``target``,
+        every file's md5 checked, then rename it into place: ``target`` is never half a folder,
+        and holds exactly the version's files afterwards.
+
+        Raises:
+            ArtifactNotFoundError: ``select`` picks no file.
+        """
         md5s = read_listing(repo, pointer)
+        if select is not None:
+            md5s = {relpath: md5 for relpath, md5 in md5s.items() if select(relpath)}
+            if not md5s:
+                raise ArtifactNotFoundError(
+                    f"No file of the {self.spec.kind} {self.spec.name} matches the include and "
+                    "exclude patterns", hint="Check the patterns against 'cpv "
+                    f"{self.spec.kind} show --json' (its files).")
         built = build_next_to(target)
         done = 0
 
@@ -413,10 +434,16 @@ class DirHandler:
             md5_file(item.path) == md5s[item.relpath] for item in files)
 
     def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
-        """``file_count``, ``splits`` (top-level folder → file count), ``sample_count``."""
+        """``file_count`` and, for at most ``FILES_IN_METADATA`` files all in the local cache,
+        ``files`` (relative path → ``{"size", "md5"}``)."""
         md5s = read_listing(repo, pointer)
-        return {"file_count": len(md5s), "splits": _splits(md5s),
-                "sample_count": count_samples(repo, md5s)}
+        described: dict[str, Any] = {"file_count": len(md5s)}
+        if len(md5s) <= FILES_IN_METADATA:
+            sizes = cached_sizes(repo, md5s)
+            if all(size is not None for size in sizes.values()):
+                described["files"] = {relpath: {"size": sizes[relpath], "md5": md5}
+                                      for relpath, md5 in sorted(md5s.items())}
+        return described
 
     def remember_workspace(self, repo: Repository, pointer: Pointer) -> None:
         """Record that the workspace folder, just written by cpv, holds ``pointer``'s files."""
@@ -424,12 +451,3 @@ class DirHandler:
         for relpath, md5 in read_listing(repo, pointer).items():
             with contextlib.suppress(FileNotFoundError):
                 repo.state.remember(self._key(relpath), FileStat.of(folder / relpath), md5)
-
-    def changes(self, source: ObjectSource, old: Pointer, new: Pointer) -> dict[str, list[str]]:
-        """Which files ``new`` adds, removes and modifies relative to ``old``."""
-        before, after = read_listing(source, old), read_listing(source, new)
-        return {
-            "added": sorted(after.keys() - before.keys()),
-            "removed": sorted(before.keys() - after.keys()),
-            "modified": sorted(r for r in before.keys() & after.keys() if before[r] != after[r]),
-        }

@@ -5,12 +5,14 @@ behind them (small: pointers, metrics, code; no branch) into a bare mirror under
 ``$CPV_HOME/mirrors``. The history is what dates an untagged artifact by its upload, as in a
 clone. The same ``Catalog`` a clone uses then lists and describes the versions, and a download
 takes only its version's objects from storage. Without a clone there is no HEAD: no version
-means the latest one.
+means the latest one. The model's artifact (a file or a folder) is the one the newest tagged
+commit's ``.cpv.json`` names.
 """
 
 from __future__ import annotations
 
 import configparser
+import json
 import logging
 import shutil
 
@@ -21,12 +23,14 @@ from cp_manage.backends.storage import Storage, open_storage
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
     ConfigError,
+    CPVError,
     RemoteError,
     VersionNotFoundError,
 )
 from cp_manage.locking import exclusive
 from cp_manage.manage.catalog import Catalog
-from cp_manage.manage.repository import STORAGE_REMOTE
+from cp_manage.manage.repository import REPO_FILE, STORAGE_REMOTE
+from cp_manage.spec import DATA, ArtifactSpec
 from cp_manage.versions import Kind
 
 logger = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class DetachedSource:
         self._fetched = False
         self._storage_commit: str | None = None
         self._storage: Storage | None = None
+        self._model_spec: ArtifactSpec | None = None
 
     # -- the mirror ----------------------------------------------------------------------------
 
@@ -96,12 +101,36 @@ class DetachedSource:
 
     # -- reading (VersionSource) ---------------------------------------------------------------
 
-    def versions(self, kind: Kind) -> list[VersionInfo]:
-        """Every version of ``kind`` on the git remote, oldest first."""
-        self.refresh()
-        return self.catalog.versions(kind)
+    def spec(self, kind: Kind) -> ArtifactSpec:
+        """The artifact of ``kind``: for the model, the one the ``.cpv.json`` of the newest
+        tagged commit names (``model.bin`` when it names none); for data, ``data/``.
 
-    def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
+        Raises:
+            ConfigError: that ``.cpv.json`` is corrupt or names an unusable artifact.
+        """
+        if kind == DATA.kind:
+            return DATA
+        if self._model_spec is None:
+            self.refresh()
+            newest = self.git.run("rev-list", "-1", "--tags", check=False).stdout.decode().strip()
+            raw = self.git.show(newest, REPO_FILE) if newest else None
+            try:
+                recorded = json.loads(raw or b"{}")
+                artifact = recorded.get("artifact") if isinstance(recorded, dict) else None
+                self._model_spec = ArtifactSpec.model(
+                    artifact if isinstance(artifact, str) else None)
+            except (ValueError, CPVError) as e:
+                raise ConfigError(f"The {REPO_FILE} of {self.git_url} names no usable "
+                                  f"artifact ({e})", hint="Restore it in the repository and "
+                                  "push.") from e
+        return self._model_spec
+
+    def versions(self, spec: ArtifactSpec) -> list[VersionInfo]:
+        """Every version of ``spec`` on the git remote, oldest first."""
+        self.refresh()
+        return self.catalog.versions(spec)
+
+    def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version`` (the latest when None).
 
         Raises:
@@ -110,14 +139,15 @@ class DetachedSource:
         self.refresh()
         try:
             if version is None:
-                latest = self.catalog.versions(kind)
+                latest = self.catalog.versions(spec)
                 if not latest or latest[-1].commit is None:
-                    raise VersionNotFoundError("(latest)", known=[], kind=kind)
+                    raise VersionNotFoundError("(latest)", known=[], kind=spec.kind)
                 found = latest[-1].commit, latest[-1]
             else:
-                found = self.catalog.resolve(kind, version)
+                found = self.catalog.resolve(spec, version)
         except VersionNotFoundError as e:
             # The listing that works here names the model: no clone says which.
+            kind = spec.kind
             e.hint = e.hint.replace(f"'cpv {kind} list'",
                                     f"'cpv {kind} list --team {self.team} --model {self.model}'")
             raise

@@ -20,22 +20,15 @@ from cp_manage.errors import CPVError
 from cp_manage.fsutil import md5_file
 from cp_manage.manage.handlers import Handler
 from cp_manage.manage.repository import Repository
+from cp_manage.manage.workspace import handler_for
 from cp_manage.report import Finding, ValidationReport
+from cp_manage.spec import DATA
 
 logger = logging.getLogger(__name__)
 
 
-def _handlers() -> dict[str, Handler]:
-    from cp_manage.manage.handlers import FileHandler
-    from cp_manage.manage.repository import DATA_PATH, MODEL_PATH
-
-    handlers: dict[str, Handler] = {"model": FileHandler(MODEL_PATH)}
-    try:
-        from cp_manage.manage.dataset import DirHandler
-    except ImportError:  # pragma: no cover - data support not installed
-        return handlers
-    handlers["data"] = DirHandler(DATA_PATH)
-    return handlers
+def _handlers(repo: Repository) -> list[Handler]:
+    return [handler_for(repo.model_spec), handler_for(DATA)]
 
 
 def run_doctor(repo: Repository, *, repair: bool = False) -> ValidationReport:
@@ -137,8 +130,8 @@ def _check_commits(repo: Repository, repair: bool) -> Finding:
 
 
 def _check_tags(repo: Repository, repair: bool) -> Finding:
-    local = [info.tag for kind in ("model", "data")
-             for info in repo.versions(kind, fetch=False) if info.tag]  # type: ignore[arg-type]
+    local = [info.tag for spec in (repo.model_spec, DATA)
+             for info in repo.versions(spec, fetch=False) if info.tag]
     try:
         remote = repo.remote_tags()
     except CPVError as e:
@@ -166,9 +159,9 @@ def _check_tags(repo: Repository, repair: bool) -> Finding:
 def _check_storage(repo: Repository, repair: bool) -> Finding:
     needed: dict[str, str] = {}  # oid -> the version that needs it
     head = repo.git.head()
-    for kind, handler in _handlers().items():
+    for handler in _handlers(repo):
         pointers: list[tuple[str, Pointer]] = []
-        for info in repo.versions(kind, fetch=False):  # type: ignore[arg-type]
+        for info in repo.versions(handler.spec, fetch=False):
             pointer = repo.pointer_at(info.commit, handler.path) if info.commit else None
             if pointer is not None:
                 pointers.append((str(info.tag), pointer))

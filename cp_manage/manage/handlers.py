@@ -1,14 +1,17 @@
-"""How one kind of artifact is hashed, cached, stored and brought back.
+"""How an artifact is hashed, cached, stored and brought back.
 
-``FileHandler`` handles a single file (``model.bin``). Each handler turns a workspace artifact
-into a DVC pointer plus the cache objects behind it, and turns a pointer back into verified
-files, so the managers above never care whether an artifact is a file or a folder.
+``FileHandler`` handles a single file (``model.bin``, ``model.safetensors``); ``DirHandler``
+(``dataset.py``) a folder (``data/``, ``checkpoint/``). Each handler turns a source file or
+folder, anywhere on disk, into a DVC pointer plus the cache objects behind it, and turns a
+pointer back into verified files, so the managers above never care whether an artifact is a file
+or a folder. A source is only ever read: the cache gets a copy, hashed as it is copied.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -18,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
-from cp_manage.fsutil import Progress, explained, progress_phase
+from cp_manage.fsutil import Progress, explained, md5_file, progress_phase
+from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
     from cp_manage.backends.cache import LocalCache
@@ -36,25 +40,70 @@ class ObjectSource(Protocol):
     def storage(self) -> Storage: ...
 
 
+Select = Callable[[str], bool]
+"""Which files of a folder to fetch, by their ``/``-separated path relative to the folder."""
+
+
 class Handler(Protocol):
+    """What the lifecycle needs of an artifact, whether a file or a folder."""
+
+    spec: ArtifactSpec
     path: str
 
-    def check_source(self, repo: Repository, source: Path) -> Path: ...
+    def check_source(self, repo: Repository, source: Path) -> Path:
+        """Validate ``source`` (absolute; anywhere) before anything is written.
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer: ...
+        Raises:
+            ArtifactNotFoundError: missing, unreadable, or of the wrong kind (a folder for a
+                file artifact or the other way round).
+            InvalidDatasetError: a folder holding what cannot be versioned.
+        """
 
-    def objects(self, repo: Repository, pointer: Pointer) -> list[str]: ...
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
+        """Hash ``source`` into the local cache (reading it, never changing it)."""
 
-    def workspace_oid(self, repo: Repository) -> str | None: ...
+    def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
+        """Every storage object ``pointer`` needs."""
+
+    def workspace_oid(self, repo: Repository) -> str | None:
+        """The object id the workspace artifact would have now (None when it is absent)."""
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None) -> None: ...
+                    progress: Progress | None, select: Select | None = None) -> None:
+        """Write ``pointer``'s artifact at ``target`` as private writable files, md5-checked."""
 
-    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool: ...
+    def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
+        """Whether ``target`` already holds exactly ``pointer``'s artifact."""
 
-    def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]: ...
+    def describe(self, repo: Repository, pointer: Pointer) -> dict[str, Any]:
+        """Extra metadata a version's tag records."""
 
-    def remember_workspace(self, repo: Repository, pointer: Pointer) -> None: ...
+    def remember_workspace(self, repo: Repository, pointer: Pointer) -> None:
+        """Record that the workspace artifact, just written by cpv, holds ``pointer``."""
+
+
+def state_key(repo: Repository, path: Path) -> str:
+    """The stat record's key of a file: its path in the repository, else its absolute path."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute, repo.root)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return absolute
+    return Path(relative).as_posix()
+
+
+def check_outside_workspace(repo: Repository, spec: ArtifactSpec, source: Path) -> None:
+    """A source is the workspace artifact itself or lies outside it: the workspace is then
+    replaced by the upload, which must never touch the source.
+
+    Raises:
+        ArtifactNotFoundError.
+    """
+    workspace = os.path.realpath(repo.root / spec.path)
+    real = os.path.realpath(source)
+    if not same_path(source, repo.root / spec.path) and real.startswith(workspace + os.sep):
+        raise ArtifactNotFoundError(
+            f"{source} is inside the workspace {spec.kind} {workspace}",
+            hint=f"Upload the whole {spec.name}, or a file or folder outside it.")
 
 
 T = TypeVar("T")
@@ -169,14 +218,14 @@ def same_path(path: Path, other: Path) -> bool:
 
 
 class FileHandler:
-    """A single-file artifact such as ``model.bin``."""
+    """A single-file artifact such as ``model.bin`` or ``model.safetensors``."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, spec: ArtifactSpec) -> None:
+        self.spec = spec
+        self.path = spec.path
 
     def check_source(self, repo: Repository, source: Path) -> Path:
-        """The workspace file to upload: must exist, be a regular file inside the repository
-        and be the repository's tracked artifact (not a symlink out of it).
+        """Any regular file (a symbolic link is followed: its target is read).
 
         Args:
             source: an absolute path (the caller's relative path is resolved before).
@@ -184,33 +233,42 @@ class FileHandler:
         Raises:
             ArtifactNotFoundError: with what to do instead.
         """
-        expected = repo.root / self.path
-        if source.is_symlink():
-            raise ArtifactNotFoundError(
-                f"{source} is a symbolic link", hint=f"Copy the checkpoint itself to {expected}.")
-        if not same_path(source, expected):
-            raise ArtifactNotFoundError(
-                f"{source} is not this repository's model file",
-                hint=f"Write or copy the checkpoint to {expected}, then upload it.")
-        if not source.exists():
+        try:
+            info = os.stat(source)
+        except FileNotFoundError as e:
+            if source.is_symlink():
+                raise ArtifactNotFoundError(
+                    f"{source} is a symbolic link to {os.readlink(source)!r}, which does not "
+                    "exist", hint="Upload the checkpoint itself, or restore the link's target."
+                ) from e
             raise ArtifactNotFoundError(
                 f"Model file {source} does not exist",
-                hint="Save the checkpoint there first (e.g. torch.save(model, path)).")
-        if not source.is_file():
+                hint="Save the checkpoint there first (e.g. torch.save(model, path)), or pass "
+                "the path of the checkpoint to upload.") from e
+        except OSError as e:
+            raise ArtifactNotFoundError(f"Cannot read {source}: {e.strerror or e}",
+                                        hint="Check its permissions.") from e
+        if stat.S_ISDIR(info.st_mode):
+            message, hint = wrong_kind_message(self.spec, source)
+            raise ArtifactNotFoundError(message, hint=hint)
+        if not stat.S_ISREG(info.st_mode):
             raise ArtifactNotFoundError(f"{source} is not a regular file",
                                         hint="Upload a single checkpoint file.")
         return source
 
     def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
-        stat = FileStat.of(source)
-        known = repo.state.lookup(self.path, stat)
+        """Copy ``source`` into the cache, hashing the copy (skipped when the stat record
+        knows the file and the cache holds it)."""
+        found = FileStat.of(source)
+        key = state_key(repo, source)
+        known = repo.state.lookup(key, found)
         if known is None:
             repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
         if known is None or not repo.cache.has(known):
             progress_phase(progress, "hashing")
         md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
-        repo.state.remember(self.path, stat, md5)
-        return Pointer(path=Path(self.path).name, md5=md5, size=stat.size)
+        repo.state.remember(key, found, md5)
+        return Pointer(path=self.path, md5=md5, size=found.size)
 
     def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
         return [pointer.oid]
@@ -220,23 +278,19 @@ class FileHandler:
         source = repo.root / self.path
         if not source.is_file():
             return None
-        stat = FileStat.of(source)
-        known = repo.state.lookup(self.path, stat)
+        found = FileStat.of(source)
+        known = repo.state.lookup(self.path, found)
         if known is None:
-            from cp_manage.fsutil import md5_file
-
             known = md5_file(source)
-            repo.state.remember(self.path, stat, known)
+            repo.state.remember(self.path, found, known)
         return known
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None) -> None:
+                    progress: Progress | None, select: Select | None = None) -> None:
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
         """Whether ``target`` is already a file with exactly ``pointer``'s bytes."""
-        from cp_manage.fsutil import md5_file
-
         return (target.is_file() and not target.is_symlink()
                 and target.stat().st_size == pointer.size and md5_file(target) == pointer.md5)
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import ModelArtifacts
+from cp_manage.errors import NotARepositoryError
 from cp_manage.fsutil import Progress
 from cp_manage.manage.base import CheckpointManager, caller_path, enable_verbose
-from cp_manage.manage.handlers import FileHandler, Handler
 from cp_manage.manage.repository import MODEL_PATH, InitResult
 
 
 class ModelsCheckpointsManage(CheckpointManager):
-    """Version the model checkpoint (``model.bin``) of one (team, model) repository.
+    """Version the model checkpoint of one (team, model) repository: one file (``model.bin`` by
+    default, or another name) or one folder (such as ``checkpoint/``), chosen at init.
 
     Args:
         team_name: the team, e.g. ``AI-Convo``.
@@ -25,21 +27,28 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     kind = "model"
 
-    def _handler(self) -> Handler:
-        return FileHandler(MODEL_PATH)
-
     def import_model_init(self, data_path: str | os.PathLike[str] | None = None,
                           force: bool = False, verbose: bool = False, *,
-                          git_url: str | None = None, storage_url: str | None = None
-                          ) -> InitResult:
+                          git_url: str | None = None, storage_url: str | None = None,
+                          artifact: str | None = None) -> InitResult:
         """Create the repository (seed layout, git + DVC, both remotes), push its first commit.
 
         Running it again changes nothing. With ``data_path`` (relative to the caller's current
         directory), that dataset is imported too.
+
+        Args:
+            artifact: the model artifact, recorded in ``.cpv.json``: ``model.bin`` (the
+                default), another file name such as ``model.safetensors``, or a name ending in
+                ``/`` such as ``checkpoint/`` for a folder checkpoint.
+
+        Raises:
+            InvalidNameError, ConfigError (e.g. the repository has another artifact),
+            RemoteError, StorageError.
         """
         enable_verbose(verbose)
         dataset = caller_path(data_path) if data_path is not None else None
-        result = self._init(git_url=git_url, storage_url=storage_url, force=force)
+        result = self._init(git_url=git_url, storage_url=storage_url, force=force,
+                            artifact=artifact)
         if dataset is not None:
             from cp_manage.manage.data import DataCheckpointsManage
 
@@ -52,13 +61,17 @@ class ModelsCheckpointsManage(CheckpointManager):
     def upload_model_checkpoint(self, model_path: str | os.PathLike[str] | None = None,
                                 metrics: dict[str, Any] | None = None,
                                 message: str | None = None, verbose: bool = False, *,
-                                progress: Progress | None = None) -> str:
+                                force: bool = False, progress: Progress | None = None) -> str:
         """Upload the checkpoint and its metrics; returns HEAD's commit hash afterwards.
 
-        ``model_path`` (relative to the caller's current directory) must be the repository's
-        model file; ``message`` stays with the version tagged from this upload."""
+        ``model_path`` may be any file (or, for a folder artifact, any folder), inside or
+        outside the repository, relative to the caller's current directory; it is only read,
+        and the workspace artifact then holds a private copy of it (``force`` replaces
+        workspace changes never uploaded). ``message`` stays with the version tagged from this
+        upload.
+        """
         return self.upload(model_path, metrics=metrics, message=message, progress=progress,
-                           verbose=verbose).commit
+                           force=force, verbose=verbose).commit
 
     upload_checkpoint = upload_model_checkpoint
 
@@ -80,13 +93,17 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     def download_model_checkpoint(self, tag: str | None = None,
                                   output_dir: str | os.PathLike[str] | None = None,
-                                  verbose: bool = False, *,
-                                  progress: Progress | None = None,
+                                  verbose: bool = False, *, progress: Progress | None = None,
+                                  include: Sequence[str] | None = None,
+                                  exclude: Sequence[str] | None = None,
                                   force: bool = False) -> ModelArtifacts:
         """Fetch ``tag`` (HEAD when None) into ``output_dir``, md5-checked; a different
-        ``model.bin`` already there is replaced only with ``force``."""
+        ``model.bin`` already there is replaced only with ``force``. A folder checkpoint is
+        laid directly in ``output_dir`` (``model_path`` is that folder), all of it or the
+        files ``include``/``exclude`` pick."""
         path, info = self.download(tag, output_dir=output_dir, progress=progress,
-                                   force=force, verbose=verbose)
+                                   include=include, exclude=exclude, force=force,
+                                   verbose=verbose)
         return ModelArtifacts(model_path=path, metrics=info.metrics, tag=info.tag,
                               size_mb=info.size_mb, timestamp=info.created_at, md5=info.md5,
                               commit=info.commit, info=info)
@@ -111,4 +128,8 @@ class ModelsCheckpointsManage(CheckpointManager):
 
     @property
     def model_path(self) -> Path:
-        return self.repo_path / MODEL_PATH
+        """The workspace model artifact (a file, or a folder)."""
+        try:
+            return self.repo.root / self.spec.path
+        except NotARepositoryError:  # not made yet: where the seed's layout puts it
+            return self.repo_path / MODEL_PATH

@@ -31,6 +31,7 @@ from cp_manage.errors import (
     ConfigError,
     CPVError,
     GitError,
+    InvalidNameError,
     NotARepositoryError,
     RemoteError,
     VersionNotFoundError,
@@ -46,7 +47,8 @@ from cp_manage.manage.catalog import MODEL_PATH as MODEL_PATH  # noqa: PLC0414
 from cp_manage.manage.catalog import Catalog
 from cp_manage.manage.catalog import last_metrics as last_metrics  # noqa: PLC0414
 from cp_manage.manage.pool import WorkspacePool
-from cp_manage.versions import Kind, Version, parse_version, validate_name
+from cp_manage.spec import DATA, ArtifactSpec
+from cp_manage.versions import Kind, Version, validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +79,14 @@ class InitResult:
 class Repository:
     """A cpv repository on disk. Construct with ``Repository.open`` or ``Repository.init``."""
 
-    def __init__(self, root: Path, *, config: CPVConfig, team: str, model: str) -> None:
+    def __init__(self, root: Path, *, config: CPVConfig, team: str, model: str,
+                 artifact: str | None = None) -> None:
         self.root = root
         self.config = config
         self.team = team
         self.model = model
+        self.model_spec = ArtifactSpec.model(artifact)
+        """The model artifact chosen at init (``model.bin`` when ``.cpv.json`` names none)."""
         self.git = Git(root)
         self.catalog = Catalog(self.git, team, model)
         """The versions this clone's tags hold (``versions`` and ``resolve`` fetch first)."""
@@ -124,7 +129,15 @@ class Repository:
             raise ConfigError(
                 f"{root} holds {recorded.get('team')}/{recorded.get('model')}, not {team}/{model}",
                 hint="Pass the matching team and model, or another repo_path.")
-        return cls(root, config=config, team=team, model=model)
+        artifact = recorded.get("artifact")
+        try:
+            if artifact is not None and not isinstance(artifact, str):
+                raise InvalidNameError(f"{artifact!r} is not a name")
+            return cls(root, config=config, team=team, model=model, artifact=artifact)
+        except InvalidNameError as e:
+            # .cpv.json comes from git, so from whoever could push: refused, never followed.
+            raise ConfigError(f"{root / REPO_FILE} names an unusable artifact: {e.message}",
+                              hint=f"Restore it with 'git checkout -- {REPO_FILE}'.") from e
 
     @staticmethod
     def _read_repo_file(root: Path) -> dict[str, Any]:
@@ -142,12 +155,14 @@ class Repository:
     @classmethod
     def init(cls, root: Path, *, team: str, model: str, config: CPVConfig,
              git_url: str | None = None, storage_url: str | None = None,
-             force: bool = False) -> tuple[Repository, InitResult]:
+             force: bool = False, artifact: str | None = None) -> tuple[Repository, InitResult]:
         """Create (or clone, or adopt) the repository of team/model at ``root``.
 
         Running it again on a finished repository changes nothing (``created`` is False); on
         one whose first run failed (nothing committed, or the commit never reached the git
-        remote) it finishes the work.
+        remote) it finishes the work. ``artifact`` names the model artifact (default
+        ``model.bin``; ``NAME/`` is a folder); an existing repository keeps its own, and naming
+        another one is an error.
 
         Raises:
             InvalidNameError, ConfigError, GitError (no git identity), RemoteError,
@@ -155,6 +170,8 @@ class Repository:
         """
         validate_name(team, "team")
         validate_name(model, "model")
+        if artifact is not None:
+            ArtifactSpec.model(artifact)  # refuse a bad name before anything is created
         root = root.expanduser().absolute()
         git_url = config.git_url(team, model, git_url)
         storage_url = config.storage_url(team, model, storage_url)
@@ -162,6 +179,7 @@ class Repository:
         adopting = (root / ".git").exists()
         if adopting and (root / ".dvc").is_dir() and (root / REPO_FILE).exists():
             repo = cls.open(root, config=config, team=team, model=model)
+            repo._check_artifact(artifact)
             if repo._published():
                 return repo, InitResult(root, False, False, repo.git.remote_url() or git_url,
                                         repo.storage_url())
@@ -185,7 +203,9 @@ class Repository:
             cls._ensure_bare_remote(local_remote)
 
         if adopting:
-            repo = cls(root, config=config, team=team, model=model)
+            recorded = cls._read_repo_file(root).get("artifact")
+            repo = cls(root, config=config, team=team, model=model,
+                       artifact=artifact or (recorded if isinstance(recorded, str) else None))
             repo._adopt(git_url, storage_url)
             return repo, InitResult(root, True, False, repo.git.remote_url() or git_url,
                                     repo.storage_url())
@@ -205,11 +225,12 @@ class Repository:
                 # master, say), so nothing was checked out: take main, the branch cpv pushes.
                 clone.run("checkout", "--quiet", "-B", "main", "--track", "origin/main")
             repo = cls.open(root, config=config, team=team, model=model)
+            repo._check_artifact(artifact)
             return repo, InitResult(root, True, True, git_url, repo.storage_url())
 
         root.mkdir(parents=True, exist_ok=True)
         run_git(["init", "--quiet", "--initial-branch=main"], cwd=root)
-        repo = cls(root, config=config, team=team, model=model)
+        repo = cls(root, config=config, team=team, model=model, artifact=artifact)
         repo._write_skeleton(storage_url)
         repo.git.run("remote", "add", "origin", git_url)
         commit = repo.git.commit_paths(repo._skeleton_paths(), f"Initialize {team}/{model}")
@@ -220,6 +241,15 @@ class Repository:
             e.hint = f"{e.hint} {root} is kept: 'cpv init' run again pushes it.".lstrip()
             raise
         return repo, InitResult(root, True, False, git_url, storage_url)
+
+    def _check_artifact(self, artifact: str | None) -> None:
+        """An existing repository keeps the artifact it was made with."""
+        if artifact is not None and ArtifactSpec.model(artifact) != self.model_spec:
+            raise ConfigError(
+                f"{self.team}/{self.model} versions the artifact {self.model_spec.name!r}, "
+                f"not {artifact!r}",
+                hint=f"Drop --artifact (or pass --artifact {self.model_spec.name}); a "
+                "repository versions one artifact, chosen when it was made.")
 
     def _published(self) -> bool:
         """Whether HEAD has history and the git remote is known to hold its first commit."""
@@ -244,10 +274,10 @@ class Repository:
 
         files = {
             REPO_FILE: self._repo_file_bytes(),
-            "README.md": templates.readme(self.team, self.model).encode(),
-            "train.py": templates.train_script(self.team, self.model).encode(),
-            ".gitignore": ensure_ignored(f"/{MODEL_PATH}\n/{DATA_PATH}\n".encode(), MODEL_PATH,
-                                         temporary=True),
+            "README.md": templates.readme(self.team, self.model, self.model_spec).encode(),
+            "train.py": templates.train_script(self.team, self.model, self.model_spec).encode(),
+            ".gitignore": ensure_ignored(f"/{self.model_spec.path}\n/{DATA_PATH}\n".encode(),
+                                         self.model_spec.path, temporary=True),
             METRICS_FILE: b"",
             ".dvcignore": templates.DVCIGNORE.encode(),
             ".dvc/.gitignore": b"/config.local\n/tmp\n/cache\n",
@@ -259,8 +289,9 @@ class Repository:
         self._write_dvc_config(storage_url)
 
     def _repo_file_bytes(self) -> bytes:
-        return (json.dumps({"team": self.team, "model": self.model, "format": 1}, indent=2)
-                + "\n").encode()
+        recorded = {"team": self.team, "model": self.model, "format": 1,
+                    "artifact": self.model_spec.name}
+        return (json.dumps(recorded, indent=2) + "\n").encode()
 
     def _write_dvc_config(self, storage_url: str) -> None:
         """Name the storage remote in ``.dvc/config``: what teammates share, never secrets."""
@@ -561,18 +592,22 @@ class Repository:
     def metrics_at(self, commit: str | None) -> dict[str, Any]:
         return self.catalog.metrics_at(commit)
 
-    def versions(self, kind: Kind, *, fetch: bool = True) -> list[VersionInfo]:
-        """Every version of ``kind``, oldest first by number, read from tags alone (after
+    def spec(self, kind: Kind) -> ArtifactSpec:
+        """The artifact of ``kind``: this repository's model, or its data."""
+        return self.model_spec if kind == self.model_spec.kind else DATA
+
+    def versions(self, spec: ArtifactSpec, *, fetch: bool = True) -> list[VersionInfo]:
+        """Every version of ``spec``, oldest first by number, read from tags alone (after
         fetching the remote's, unless ``fetch`` is False)."""
         if fetch:
             self.fetch_tags_quietly()
-        return self.catalog.versions(kind)
+        return self.catalog.versions(spec)
 
-    def version_numbers(self, kind: Kind) -> list[Version]:
-        return [parse_version(info.version, kind="model") for info in self.versions(
-            kind, fetch=False) if info.version]
+    def version_numbers(self, spec: ArtifactSpec) -> list[Version]:
+        return [spec.parse(info.version) for info in self.versions(spec, fetch=False)
+                if info.version]
 
-    def resolve(self, kind: Kind, version: str | None) -> tuple[str, VersionInfo]:
+    def resolve(self, spec: ArtifactSpec, version: str | None) -> tuple[str, VersionInfo]:
         """The commit and metadata of ``version`` (HEAD when None: HEAD's version, exactly as
         by its name, when HEAD carries one); the remote's tags are fetched only when the version
         is not known here.
@@ -582,21 +617,22 @@ class Repository:
         """
         if version is None:
             head = self.head_or_raise()
-            on_head = [i for i in self.versions(kind, fetch=False) if i.commit == head]
+            on_head = [i for i in self.versions(spec, fetch=False) if i.commit == head]
             if on_head:
                 return head, on_head[-1]
-            info = self.info_from_commit(kind, head, tag=None)
+            info = self.info_from_commit(spec, head, tag=None)
             if info is None:
-                raise VersionNotFoundError("HEAD", known=None, kind=kind)
+                raise VersionNotFoundError("HEAD", known=None, kind=spec.kind)
             return head, info
-        found = self.catalog.find(kind, version)
+        found = self.catalog.find(spec, version)
         if found is not None:
             return found
         self.fetch_tags_quietly()
-        return self.catalog.resolve(kind, version)
+        return self.catalog.resolve(spec, version)
 
-    def info_from_commit(self, kind: Kind, commit: str, *, tag: str | None) -> VersionInfo | None:
-        return self.catalog.info_from_commit(kind, commit, tag=tag)
+    def info_from_commit(self, spec: ArtifactSpec, commit: str, *,
+                         tag: str | None) -> VersionInfo | None:
+        return self.catalog.info_from_commit(spec, commit, tag=tag)
 
     def data_version_at(self, commit: str) -> str | None:
         return self.catalog.data_version_at(commit)

@@ -17,10 +17,10 @@ from data_helpers import SEED_DATASET, data_snapshot, upload_model, write_datase
 from helpers import MODEL, TEAM, TIMEOUT, ModelRepo, files_under, git, md5_of, write_random
 
 from cp_manage import (
-    ArtifactNotFoundError,
     CombinedCheckpointsManage,
     DataCheckpointsManage,
     ModelsCheckpointsManage,
+    UnsavedChangesError,
 )
 from cp_manage.fsutil import md5_bytes
 
@@ -88,17 +88,19 @@ def test_a_relative_model_path_never_means_the_repositorys_file(repo: ModelRepo,
                                                                 tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch
                                                                 ) -> None:
-    """'model.bin' typed in another folder is that folder's file: refused (for now a model
-    upload must be the repository's own file), never silently the repository's."""
+    """'model.bin' typed in another folder is that folder's file, never silently the
+    repository's: it is what gets uploaded (issue 12: upload from anywhere), and the
+    repository's own unsaved model.bin is not replaced without force."""
     repo.write_model(seed=1)
     elsewhere = tmp_path / "elsewhere"
-    write_random(elsewhere / "model.bin", seed=9)
+    wanted = write_random(elsewhere / "model.bin", seed=9)
     monkeypatch.chdir(elsewhere)
     before = repo.snapshot()
-    with pytest.raises(ArtifactNotFoundError, match="not this repository's model file") as e:
+    with pytest.raises(UnsavedChangesError, match="never uploaded"):
         repo.manager.upload_model_checkpoint(model_path="model.bin")
-    assert str(elsewhere / "model.bin") in str(e.value)
     assert repo.snapshot() == before
+    repo.manager.upload_model_checkpoint(model_path="model.bin", force=True)
+    assert repo.manager.get_model_metadata()["md5"] == wanted == md5_of(repo.model_file)
 
 
 def test_paths_through_a_symlinked_directory(repo: ModelRepo, tmp_path: Path,

@@ -1,0 +1,233 @@
+"""The workspace artifact: what a commit records for it, and bringing a version back into it.
+
+An upload from elsewhere and a revert both end the same way: the workspace's file or folder is
+replaced by a stored version (private, writable files from the cache) and the pointer is
+committed. ``Restore`` does that undoably, so a failed commit or push puts back what the
+workspace held; work that was never uploaded is refused, or with ``force`` set aside until the
+commit is pushed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cp_manage.artifacts import encode_metrics
+from cp_manage.backends.pointer import Pointer
+from cp_manage.errors import PointerError, UnsavedChangesError
+from cp_manage.fsutil import Progress
+from cp_manage.manage.dataset import DirHandler
+from cp_manage.manage.handlers import FileHandler, Handler
+from cp_manage.manage.repository import (
+    METRICS_FILE,
+    Repository,
+    append_metrics,
+    ensure_ignored,
+    last_metrics,
+)
+from cp_manage.spec import ArtifactSpec
+
+
+def handler_for(spec: ArtifactSpec) -> Handler:
+    """The handler storing ``spec``'s artifact: a folder, or a single file."""
+    return DirHandler(spec) if spec.tree else FileHandler(spec)
+
+
+def pointer_changes(repo: Repository, spec: ArtifactSpec, head: str | None, pointer: Pointer,
+                    metrics: dict[str, Any] | None) -> dict[str, bytes]:
+    """The files a commit recording ``pointer`` changes, computed on top of ``head``.
+
+    For an artifact that records metrics, a ``metrics.log`` line is added when the artifact or
+    the metrics differ from HEAD's; a new artifact without metrics gets an empty line, so the
+    last line always describes the current artifact.
+    """
+    files = {spec.pointer_file: pointer.dumps().encode()}
+    artifact_changed = (repo.git.show(head, spec.pointer_file) if head else None) != files[
+        spec.pointer_file]
+    if spec.records_metrics:
+        old_metrics_raw = repo.git.show(head, METRICS_FILE) if head else None
+        # Compared and written as stored: NaN and ±inf as strings ("nan" != "nan" is False).
+        wanted = encode_metrics(metrics) if metrics is not None else (
+            {} if artifact_changed else None)
+        if wanted is not None and (artifact_changed or wanted != last_metrics(
+                old_metrics_raw or b"")):
+            files[METRICS_FILE] = append_metrics(old_metrics_raw, wanted)
+    # cpv's temporary-file patterns reach older repositories with their next real change,
+    # never as a commit of their own.
+    files[".gitignore"] = ensure_ignored(
+        repo.git.show(head, ".gitignore") if head else None, spec.path,
+        temporary=artifact_changed or METRICS_FILE in files)
+    return files
+
+
+def committed_pointer(repo: Repository, spec: ArtifactSpec, oid: str) -> Pointer | None:
+    """The pointer of a commit on this branch that recorded object ``oid``, if any."""
+    # -S: only the commits that added or removed the hash; one of them recorded it.
+    found = repo.git.out("log", "--format=%H", f"-S{oid}", "--", spec.pointer_file)
+    for commit in found.splitlines():
+        try:
+            pointer = repo.pointer_at(commit, spec.path)
+        except PointerError:
+            continue
+        if pointer is not None and pointer.oid == oid:
+            return pointer
+    return None
+
+
+@dataclass(frozen=True)
+class WorkspaceState:
+    """What the workspace artifact holds: ``workspace`` (its object id, None when absent),
+    ``current`` (the committed pointer recording it, if any) and whether it is ``unsaved``."""
+
+    current: Pointer | None
+    workspace: str | None
+    unsaved: bool
+
+
+def check_workspace(repo: Repository, spec: ArtifactSpec, *, force: bool,
+                    refusal_hint: str) -> WorkspaceState:
+    """Whether the workspace artifact may be replaced; changes nothing.
+
+    Raises:
+        UnsavedChangesError: the workspace artifact has changes never uploaded and ``force``
+            is False (``refusal_hint`` says what to do).
+    """
+    handler = handler_for(spec)
+    current = repo.pointer_at(repo.head_or_raise(), spec.path)
+    workspace = handler.workspace_oid(repo)
+    if workspace is not None and (current is None or workspace != current.oid):
+        # Not unsaved when an earlier commit recorded it: a teammate's upload, brought in
+        # by sync, has replaced the workspace's own upload at HEAD.
+        current = committed_pointer(repo, spec, workspace)
+    unsaved = workspace is not None and (current is None or workspace != current.oid)
+    if unsaved and not force:
+        raise UnsavedChangesError(f"{repo.root / spec.path} has changes that were never "
+                                  "uploaded", hint=refusal_hint)
+    return WorkspaceState(current, workspace, unsaved)
+
+
+@dataclass
+class Restore:
+    """One artifact going to a stored version in the workspace, undoable until committed."""
+
+    repo: Repository
+    spec: ArtifactSpec
+    wanted: Pointer
+    metrics: dict[str, Any] | None
+    state: WorkspaceState
+    applied: bool = False
+    kept: Path | None = None
+
+    @property
+    def target(self) -> Path:
+        return self.repo.root / self.spec.path
+
+    @property
+    def handler(self) -> Handler:
+        return handler_for(self.spec)
+
+    @property
+    def current(self) -> Pointer | None:
+        return self.state.current
+
+    @property
+    def workspace(self) -> str | None:
+        return self.state.workspace
+
+    @property
+    def unsaved(self) -> bool:
+        return self.state.unsaved
+
+    def apply(self, progress: Progress | None) -> None:
+        """Write the wanted version into the workspace (unless it is there already)."""
+        repo, target = self.repo, self.target
+        if self.workspace != self.wanted.oid:
+            if self.unsaved:
+                # Forced: the work is discarded only once the commit is pushed; until then it
+                # waits beside the artifact (where a killed run leaves it for the user to see).
+                self.kept = target.with_name(f".{target.name}.cpv-discarded")
+                remove(self.kept)
+                os.replace(target, self.kept)
+            elif self.workspace is not None and self._poolable():
+                repo.pool.put(target, self.workspace)  # saved bytes: keep them for switching back
+            if not (self._poolable() and repo.pool.take(self.wanted.oid, target)):
+                self.handler.materialize(repo, self.wanted, target, progress=progress)
+            self.handler.remember_workspace(repo, self.wanted)
+            self.applied = True
+
+    def _poolable(self) -> bool:
+        return not self.spec.tree and not self.target.is_dir()
+
+    def finish(self) -> None:
+        """The commit is pushed: drop the discarded work."""
+        if self.kept is not None:
+            remove(self.kept)
+            self.kept = None
+
+    def undo(self) -> None:
+        """Put back what the workspace held: the artifact of HEAD, or the forced work."""
+        repo, target = self.repo, self.target
+        if self.kept is not None:
+            remove(target)
+            os.replace(self.kept, target)
+            self.kept = None
+            return
+        if self.applied and self.current is not None and not self.unsaved:
+            if self._poolable():
+                repo.pool.put(target, self.wanted.oid)
+                if repo.pool.take(self.current.oid, target):
+                    self.handler.remember_workspace(repo, self.current)
+                    return
+            if repo.cache.has(self.current.oid):
+                self.handler.materialize(repo, self.current, target, progress=None)
+                self.handler.remember_workspace(repo, self.current)
+
+    def changes(self, head: str | None) -> dict[str, bytes]:
+        return pointer_changes(self.repo, self.spec, head, self.wanted, self.metrics)
+
+
+def restore_and_commit(repo: Repository, restores: list[Restore], message: str, *,
+                       progress: Progress | None) -> str | None:
+    """Bring every artifact of ``restores`` into the workspace and commit all their pointers in
+    one commit, pushed. On any failure the workspace is put back as it was.
+
+    Returns:
+        The new commit, or None when HEAD already holds all of them.
+    """
+
+    def changes(head: str | None) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        for restore in restores:
+            for path, content in restore.changes(head).items():
+                files[path] = ensure_ignored(files[path], restore.spec.path) if (
+                    path == ".gitignore" and path in files) else content
+        return files
+
+    pushed = False
+
+    def finish() -> None:  # runs with the push, before a signal that arrived meanwhile
+        nonlocal pushed
+        pushed = True
+        for restore in restores:
+            restore.finish()
+
+    try:
+        for restore in restores:
+            restore.apply(progress)
+        return repo.commit_and_push(changes, message, on_pushed=finish)
+    except BaseException:
+        if not pushed:  # once pushed, the working tree matches the remote: keep it
+            for restore in reversed(restores):
+                restore.undo()
+        raise
+
+
+def remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree, whichever ``path`` is."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
