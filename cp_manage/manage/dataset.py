@@ -36,7 +36,7 @@ from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file
-from cp_manage.manage.handlers import ObjectSource, fetch_object, run_parallel
+from cp_manage.manage.handlers import ObjectSource, fetch_object, fetch_tree, run_parallel
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -379,19 +379,8 @@ class DirHandler:
         then rename it into place: ``target`` is never half a dataset."""
         md5s = read_listing(repo, pointer)
         built = build_next_to(target)
-        done = 0
-
-        def fetch(relpath: str) -> None:
-            fetch_object(repo, md5s[relpath], built / relpath, size=0, progress=None)
-
-        def fetched(relpath: str, _result: None) -> None:
-            nonlocal done
-            done += (built / relpath).stat().st_size
-            if progress:
-                progress(done, pointer.size)
-
         try:
-            run_parallel(fetch, sorted(md5s), on_done=fetched)
+            fetch_tree(repo, md5s, built, total=pointer.size, progress=progress)
             swap_into_place(built, target)
         except BaseException:
             _remove_tree(built)
