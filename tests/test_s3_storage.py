@@ -14,6 +14,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -465,6 +466,42 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
     with pytest.raises(StorageError, match=f"{victim} is missing"):
         DirHandler("data").materialize(source, pointer, downloads / "bad", progress=None)
     assert os.listdir(downloads) == ["out"], "no half folder left"
+
+
+def test_large_objects_go_one_at_a_time_whatever_the_threads(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of shards transfers them in turn (each in parallel parts): its memory is that
+    of one shard's buffers, not of one per thread."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)  # S3's smallest part
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def counted(kind: type[Any]) -> None:
+        real = kind.run
+
+        def run(self: Any) -> Any:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return real(self)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        monkeypatch.setattr(kind, "run", run)
+
+    counted(s3_module._PartedUpload)
+    counted(s3_module._RangedDownload)
+    shards = [write_random(tmp_path / f"shard{n}", 6 * MiB) for n in range(4)]
+    handlers.run_parallel(lambda n: storage.upload(shards[n], tmp_path / f"shard{n}"),
+                          range(4))
+    assert peak == [1]
+    got = handlers.run_parallel(lambda n: storage.download(shards[n], tmp_path / f"back{n}"),
+                                range(4))
+    assert got == shards and peak == [1]
 
 
 def test_the_connection_pool_serves_every_transfer_thread(storage: S3Storage) -> None:

@@ -56,6 +56,11 @@ DOWNLOAD_WINDOW = 8
 DOWNLOAD_START_STREAMS = 2
 READ_CHUNK = 4 * MiB
 
+LARGE_AT_ONCE = 1
+"""Objects sent or fetched in parallel parts go this many at a time, however many threads ask
+(a folder of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY``
+or ``DOWNLOAD_WINDOW`` parts in memory, so the folder needs no more memory than one shard."""
+
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
 """Above this many objects, ``missing`` lists the prefix instead of one HEAD per object."""
@@ -125,6 +130,7 @@ class S3Storage:
         self._client: Any = None
         self._session: Any = None
         self._client_lock = threading.Lock()
+        self._large = threading.Semaphore(LARGE_AT_ONCE)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -368,7 +374,8 @@ class S3Storage:
                     if progress:
                         progress(total, total)
                 else:
-                    _PartedUpload(self, oid, source, total, progress).run()
+                    with self._large:
+                        _PartedUpload(self, oid, source, total, progress).run()
             except OSError as e:  # the local side: the file went away or the disk failed
                 raise StorageError(f"Cannot read {source}: {e.strerror or e}",
                                    hint="Run the command again; nothing was committed.") from e
@@ -434,7 +441,9 @@ class S3Storage:
 
     def _download_ranged(self, oid: str, fd: int, target: Path, size: int,
                          progress: Progress | None) -> str:
-        return _RangedDownload(self, oid, fd, size, progress, direct=_open_direct(target)).run()
+        with self._large:
+            return _RangedDownload(self, oid, fd, size, progress,
+                                   direct=_open_direct(target)).run()
 
     def _download_whole(self, oid: str, fd: int, target: Path,
                         progress: Progress | None) -> str:
