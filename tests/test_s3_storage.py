@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -456,6 +457,13 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
             for p in (downloads / "out").rglob("*") if p.is_file()} == files
     assert [method for method, _ in seen] == ["GET"] * (1 + len(files))  # listing + files
     assert progress[-1] == pointer.size
+    # A pointer records the folder's total size, not its listing's: no HEAD for a big folder.
+    seen.clear()
+    big = Pointer(path="data", md5=pointer.md5, size=10 * 1024 * MiB, nfiles=len(files))
+    DirHandler("data").materialize(Source(LocalCache(tmp_path / "cache2"), storage), big,
+                                   downloads / "big", progress=None)
+    assert [method for method, _ in seen] == ["GET"] * (1 + len(files))
+    shutil.rmtree(downloads / "big")
 
     victim = md5s["train/007.bin"]
     key = f"{PREFIX}/files/md5/{victim[:2]}/{victim[2:]}"

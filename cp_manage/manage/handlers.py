@@ -147,6 +147,8 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
 
     The file appears at ``target`` only once its md5 matched: a temporary file next to it is
     renamed into place, so no corrupt or partial file is ever left at the destination.
+    ``size`` is the pointer's: a file's own size, which tells storage how to fetch it; for a
+    listing it is the folder's total, so it is not passed on.
     """
     expected = oid.removesuffix(".dir")
     if repo.cache.has(oid):
@@ -162,7 +164,8 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
     tmp = Path(tmp_name)
     tmp.unlink()
     try:
-        md5 = repo.storage.download(oid, tmp, progress=progress, size=size)
+        md5 = repo.storage.download(oid, tmp, progress=progress,
+                                    size=None if oid.endswith(".dir") else size)
         if md5 != expected:
             raise IntegrityError(
                 f"The stored object {oid} is corrupt (its bytes hash to {md5})",
