@@ -7,9 +7,17 @@ and every timed transfer starts once the disk and the S3 server are quiet.
 
     .venv/bin/python bench/bench.py                 # 1 GiB model, 3 runs of each step
     .venv/bin/python bench/bench.py --size-mib 256 --runs 3 --skip-data
+    .venv/bin/python bench/bench.py --only data     # the 10,000-file dataset against plain DVC
 
-Prints the median of each step, peak memory of cpv's upload and download, the ratios and whether
-each target of issue 5 holds; exits 1 when one does not.
+Sections (``--only`` picks some, repeatable): ``model`` (one file of --size-mib against md5 +
+boto3 and plain DVC), ``list`` (listing many versions, ``cpv --help``), ``data`` (many small
+files: first upload against ``dvc add`` + ``dvc push -j 16``, a fresh download against a fresh
+``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed) and ``folder`` (a checkpoint
+folder of 4 shards and 5 JSON files against md5 + a parallel boto3 transfer; only where cpv has
+folder artifacts, ``cpv init --artifact``).
+
+Prints the median of each step, peak memory of cpv's transfers, the ratios and whether each
+target of issues 5 and 12 holds; exits 1 when one does not.
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -36,6 +47,15 @@ from servers import SeaweedS3  # noqa: E402
 BIN = Path(sys.executable).parent
 CPV = [sys.executable, "-m", "cp_manage.cli.app"]
 BUCKET = "bench"
+SECTIONS = ("model", "list", "data", "folder")
+PULL_JOBS = "16"
+"""``dvc push -j`` / ``dvc pull -j`` of the plain DVC workflow the dataset is compared to."""
+FOLDER_SHARDS = 4
+FOLDER_JSON = ("config.json", "generation_config.json", "model.safetensors.index.json",
+               "special_tokens_map.json", "tokenizer_config.json")
+
+Check = tuple[str, float, float]
+"""(label, value, limit): the label says ``<=`` or ``<``."""
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -110,18 +130,427 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class Bench:
+    """What every section shares: the arguments, the folder, the S3 server and its environment,
+    a boto3 client for the floor, and the results (printed in the order they were added)."""
+
+    args: argparse.Namespace
+    work: Path
+    s3: SeaweedS3
+    env: dict[str, str]
+    client: Any
+    results: dict[str, float] = field(default_factory=dict)
+    ratios: list[tuple[str, float]] = field(default_factory=list)
+
+    def quiet_timed(self, fn: Callable[[], object]) -> float:
+        settle(self.s3)
+        return timed(fn)
+
+    def run(self, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+        return run(args, cwd=cwd, env=self.env)
+
+    def ratio(self, label: str, value: float) -> float:
+        self.ratios.append((label, value))
+        return value
+
+
+def plain_dvc_repo(bench: Bench, name: str) -> tuple[Path, Path]:
+    """A plain git + DVC repository (and its bare remote) whose DVC remote is the S3 server."""
+    bare, plain = bench.work / f"{name}.git", bench.work / name
+    bench.run(["git", "init", "-q", "--bare", str(bare)], bench.work)
+    plain.mkdir()
+    dvc = str(BIN / "dvc")
+    for command in (["git", "init", "-q"], [dvc, "init", "-q"],
+                    [dvc, "remote", "add", "-d", "s3", f"s3://{BUCKET}/{name}"],
+                    [dvc, "remote", "modify", "s3", "endpointurl", bench.s3.endpoint_url],
+                    ["git", "remote", "add", "origin", str(bare)],
+                    ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
+                    ["git", "push", "-q", "origin", "main"]):
+        bench.run(command, plain)
+    return plain, bare
+
+
+def cpv_remote(bench: Bench, model: str) -> str:
+    """The git remote ``cpv init`` made for (bench, model)."""
+    return str(Path(bench.env["CPV_HOME"]) / "remotes" / "git" / "bench" / f"{model}.git")
+
+
+def bench_model(bench: Bench) -> list[Check]:
+    """One checkpoint file of --size-mib: cpv against the floor and the plain DVC workflow."""
+    args, work, env, client, results = bench.args, bench.work, bench.env, bench.client, \
+        bench.results
+    size = args.size_mib * 1024 * 1024
+    source = work / "model.bin"
+    write_random(source, size)
+
+    # -- the floor, measured in turn with cpv's own runs below (same conditions) -------------
+    floor: dict[str, list[float]] = {"md5": [], "boto3_upload": [], "boto3_download": []}
+    results.update(dict.fromkeys(floor, 0.0))  # printed first
+    quiet_timed = bench.quiet_timed
+
+    def floor_upload(i: int) -> None:
+        floor["md5"].append(quiet_timed(lambda: md5_file(source)))
+        floor["boto3_upload"].append(quiet_timed(
+            lambda: client.upload_file(str(source), BUCKET, f"floor/model-{i}.bin")))
+
+    downloaded = work / "floor-download.bin"
+
+    def floor_download(i: int) -> None:
+        downloaded.unlink(missing_ok=True)
+        floor["boto3_download"].append(quiet_timed(lambda: client.download_file(
+            BUCKET, f"floor/model-{i}.bin", str(downloaded))))
+        downloaded.unlink(missing_ok=True)
+
+    # -- the plain DVC + git workflow ----------------------------------------------------------
+    plain, bare = plain_dvc_repo(bench, "plain")
+    dvc = str(BIN / "dvc")
+    shutil.copyfile(source, plain / "model.bin")
+
+    def plain_step(i: int) -> dict[str, float]:
+        touch_head(plain / "model.bin", i)
+        settle(bench.s3)
+        steps = {
+            "dvc_add": [dvc, "add", "-q", "model.bin"],
+            "git_commit": ["git", "commit", "-qam", f"v{i}"],
+            "dvc_push": [dvc, "push", "-q"],
+            "git_tag": ["git", "tag", "-a", f"v0.{i + 1}", "-m", "plain"],
+            "git_push": ["git", "push", "-q", "--follow-tags", "origin", "main"],
+        }
+        out: dict[str, float] = {}
+        for name, command in steps.items():
+            if name == "git_commit":
+                run(["git", "add", "model.bin.dvc", ".gitignore"], cwd=plain, env=env)
+            out[name] = timed(lambda c=command: run(c, cwd=plain, env=env))
+        return out
+
+    plain_runs = [plain_step(i) for i in range(args.runs)]
+    for name in plain_runs[0]:
+        results[f"plain_{name}"] = statistics.median(r[name] for r in plain_runs)
+    results["plain_upload_total"] = statistics.median(sum(r.values()) for r in plain_runs)
+
+    def plain_pull(i: int) -> float:
+        clone = work / f"plain-clone-{i}"
+        shutil.rmtree(clone, ignore_errors=True)
+
+        def go() -> None:
+            run(["git", "clone", "-q", str(bare), str(clone)], cwd=work, env=env)
+            run([dvc, "pull", "-q"], cwd=clone, env=env)
+
+        settle(bench.s3)
+        elapsed = timed(go)
+        shutil.rmtree(clone, ignore_errors=True)
+        return elapsed
+
+    results["plain_clone_pull"] = median_of(args.runs, plain_pull)
+
+    # -- cpv ----------------------------------------------------------------------------------
+    repo = work / "cpv-repo"
+    run([*CPV, "init", "--team", "bench", "--model", "m", "--path", str(repo)],
+        cwd=work, env=env)
+    shutil.copyfile(source, repo / "model.bin")
+    upload_rss: list[float] = []
+
+    def cpv_upload_tag(i: int) -> float:
+        floor_upload(i)
+        touch_head(repo / "model.bin", i)
+        settle(bench.s3)
+        elapsed, rss = peak_rss_mib([*CPV, "model", "upload", "--metric", f"run={i}"],
+                                    cwd=repo, env=env)
+        upload_rss.append(rss)
+        return elapsed + timed(lambda: run([*CPV, "model", "tag"], cwd=repo, env=env))
+
+    results["cpv_upload_tag"] = median_of(max(args.runs, 2), cpv_upload_tag)
+    results["cpv_upload_peak_mib"] = max(upload_rss)
+    results["cpv_unchanged_upload"] = median_of(args.runs, lambda i: timed(
+        lambda: run([*CPV, "model", "upload", "--metric", f"run={max(args.runs, 2) - 1}"],
+                    cwd=repo, env=env)))
+    versions = json.loads(run([*CPV, "model", "list", "--json"], cwd=repo,
+                              env=env).stdout)
+    last = versions[-1]["version"]
+
+    download_rss: list[float] = []
+
+    def cpv_download(i: int) -> float:
+        clone = work / f"cpv-clone-{i}"
+        out = work / f"cpv-download-{i}"
+        shutil.rmtree(clone, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        run(["git", "clone", "-q", cpv_remote(bench, "m"), str(clone)], cwd=work, env=env)
+        floor_download(i)
+        settle(bench.s3)
+        elapsed, rss = peak_rss_mib([*CPV, "model", "download", last, "-o", str(out)],
+                                    cwd=clone, env=env)
+        download_rss.append(rss)
+        shutil.rmtree(clone, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        return elapsed
+
+    results["cpv_download"] = median_of(args.runs, cpv_download)
+    results["cpv_download_peak_mib"] = max(download_rss)
+    results.update({name: statistics.median(runs) for name, runs in floor.items()})
+
+    older = versions[-2]["version"]
+
+    def switch(i: int) -> float:
+        target = older if i % 2 == 0 else last
+        return timed(lambda: run([*CPV, "model", "revert", target], cwd=repo, env=env))
+
+    switch(1)  # start from the newest version
+    results["cpv_switch_cached"] = median_of(max(args.runs, 4), switch)
+
+    floor_up = results["md5"] + results["boto3_upload"]
+    upload_ratio = bench.ratio("cpv upload+tag / (md5 + boto3 upload)  ",
+                               results["cpv_upload_tag"] / floor_up)
+    download_ratio = bench.ratio("cpv download / boto3 download          ",
+                                 results["cpv_download"] / results["boto3_download"])
+    bench.ratio("cpv upload+tag / plain dvc+git workflow",
+                results["cpv_upload_tag"] / results["plain_upload_total"])
+    bench.ratio("cpv download / plain clone + dvc pull  ",
+                results["cpv_download"] / results["plain_clone_pull"])
+    return [
+        ("upload + tag <= 1.15 x (md5 + boto3 upload)", upload_ratio, 1.15),
+        ("fresh download <= 1.2 x boto3 download", download_ratio, 1.2),
+        ("unchanged re-upload <= 0.5 s", results["cpv_unchanged_upload"], 0.5),
+        ("switch between cached versions <= 0.5 s", results["cpv_switch_cached"], 0.5),
+        ("peak memory of upload < 300 MiB", results["cpv_upload_peak_mib"], 300),
+        ("peak memory of download < 300 MiB", results["cpv_download_peak_mib"], 300),
+    ]
+
+
+def bench_list(bench: Bench) -> list[Check]:
+    """Listing many versions (tiny artifacts; the list reads tags only), and ``cpv --help``."""
+    args, work, env, results = bench.args, bench.work, bench.env, bench.results
+    many = work / "many"
+    from cp_manage import ModelsCheckpointsManage
+
+    os.environ.update({k: env[k] for k in ("HOME", "CPV_HOME", "GIT_CONFIG_GLOBAL",
+                                           "GIT_CONFIG_NOSYSTEM")})
+    manager = ModelsCheckpointsManage(team_name="bench", model_name="many", repo_path=many)
+    manager.import_model_init(storage_url=str(work / "many-storage"))
+    for n in range(args.versions):
+        (many / "model.bin").write_bytes(f"weights {n}".encode())
+        manager.upload_model_checkpoint(metrics={"accuracy": n / args.versions, "n": n})
+        manager.tag_model_checkpoint()
+    results["cpv_list_200"] = median_of(args.runs, lambda i: timed(
+        lambda: run([*CPV, "model", "list", "--json"], cwd=many, env=env)))
+    results["cpv_help"] = median_of(args.runs, lambda i: timed(
+        lambda: run([*CPV, "--help"], cwd=work, env=env)))
+    return [
+        (f"list {args.versions} versions <= 0.5 s", results["cpv_list_200"], 0.5),
+        ("cpv --help <= 0.3 s", results["cpv_help"], 0.3),
+    ]
+
+
+def bench_data(bench: Bench) -> list[Check]:
+    """Many small files (--data-files of --data-file-kib, in train/ and validation/).
+
+    Against plain DVC, in a plain git + DVC repository: ``dvc add`` + ``dvc push -j 16`` of the
+    folder against cpv's first upload, and a fresh ``git clone`` + ``dvc pull -j 16`` against a
+    fresh ``git clone`` + ``cpv data download VERSION -o DIR`` (both clones start with empty
+    caches). Then a re-upload after 1 % of the files changed.
+    """
+    args, work, results = bench.args, bench.work, bench.results
+    dvc = str(BIN / "dvc")
+    dataset = work / "dataset"
+    per_split = args.data_files // 2
+    for split in ("train", "validation"):
+        (dataset / split).mkdir(parents=True)
+        for n in range(per_split):
+            (dataset / split / f"{n:05}.bin").write_bytes(os.urandom(args.data_file_kib * 1024))
+
+    runs: dict[str, list[float]] = {"dvc_add_push_data": [], "data_first_upload": [],
+                                    "dvc_clone_pull_data": [], "data_clone_download": []}
+
+    def one_run(i: int) -> Path:
+        """Both workflows, each storing the dataset anew (its own S3 prefix); cpv's repo."""
+        plain, bare = plain_dvc_repo(bench, f"plain-data-{i}")
+        shutil.copytree(dataset, plain / "data")
+        runs["dvc_add_push_data"].append(bench.quiet_timed(lambda: (
+            bench.run([dvc, "add", "-q", "data"], plain),
+            bench.run([dvc, "push", "-q", "-j", PULL_JOBS], plain))))
+        bench.run(["git", "add", "data.dvc", ".gitignore"], plain)
+        bench.run(["git", "commit", "-qm", "data"], plain)
+        bench.run(["git", "push", "-q", "origin", "main"], plain)
+
+        repo = work / f"cpv-data-{i}"
+        bench.run([*CPV, "init", "--team", "bench", "--model", f"data-{i}", "--path",
+                   str(repo)], work)
+        shutil.copytree(dataset, repo / "data")
+        runs["data_first_upload"].append(bench.quiet_timed(
+            lambda: bench.run([*CPV, "data", "upload"], repo)))
+        bench.run([*CPV, "data", "tag"], repo)
+
+        plain_clone, cpv_clone = work / "plain-data-clone", work / "cpv-data-clone"
+        out = work / "cpv-data-download"
+        runs["dvc_clone_pull_data"].append(bench.quiet_timed(lambda: (
+            bench.run(["git", "clone", "-q", str(bare), str(plain_clone)], work),
+            bench.run([dvc, "pull", "-q", "-j", PULL_JOBS], plain_clone))))
+        runs["data_clone_download"].append(bench.quiet_timed(lambda: (
+            bench.run(["git", "clone", "-q", cpv_remote(bench, f"data-{i}"), str(cpv_clone)],
+                      work),
+            bench.run([*CPV, "data", "download", "v0.1", "-o", str(out)], cpv_clone))))
+        assert sum(1 for _ in out.rglob("*.bin")) == 2 * per_split
+        for folder in (plain, bare, plain_clone, cpv_clone, out):
+            shutil.rmtree(folder)
+        return repo
+
+    repos = [one_run(i) for i in range(args.data_runs)]
+    results.update({name: statistics.median(values) for name, values in runs.items()})
+
+    repo = repos[-1]
+    data = repo / "data"
+    for n in range(0, per_split, 50):  # 1 % of the files
+        for split in ("train", "validation"):
+            (data / split / f"{n:05}.bin").write_bytes(os.urandom(args.data_file_kib * 1024))
+    results["data_second_upload"] = bench.quiet_timed(
+        lambda: bench.run([*CPV, "data", "upload"], repo))
+
+    upload = bench.ratio("data: cpv first upload / (dvc add + dvc push -j 16)  ",
+                         results["data_first_upload"] / results["dvc_add_push_data"])
+    download = bench.ratio("data: cpv clone + download / (clone + dvc pull -j 16)",
+                           results["data_clone_download"] / results["dvc_clone_pull_data"])
+    return [
+        ("data: first upload <= 1.0 x dvc add + dvc push -j 16", upload, 1.0),
+        ("data: fresh download <= 1.0 x git clone + dvc pull -j 16", download, 1.0),
+        ("data: 1 % changed re-upload <= 0.2 x first upload",
+         results["data_second_upload"] / results["data_first_upload"], 0.2),
+    ]
+
+
+def folder_artifacts_supported(bench: Bench) -> bool:
+    """Whether this cpv versions folders: ``cpv init --artifact checkpoint/``."""
+    return "--artifact" in bench.run([*CPV, "init", "--help"], bench.work).stdout
+
+
+def bench_folder(bench: Bench) -> list[Check]:
+    """A checkpoint folder: FOLDER_SHARDS shards of --size-mib / FOLDER_SHARDS and 5 JSON files.
+
+    cpv (``cpv init --artifact checkpoint/``; ``cpv model upload DIR`` + ``cpv model tag``; a
+    fresh clone's ``cpv model download V -o DIR``) against the floor: md5 of the files plus a
+    parallel boto3 upload of them (one ``upload_file`` per file on a thread pool), and a
+    parallel boto3 download. Each floor run alternates with the cpv run it is compared to.
+    Then the upload after one shard changed, against the first uploads.
+    """
+    if not folder_artifacts_supported(bench):
+        print("folder checkpoint: skipped (no folder artifacts yet)")
+        return []
+    args, work, client, results = bench.args, bench.work, bench.client, bench.results
+    folder = work / "checkpoint"
+    folder.mkdir()
+    shard_size = args.size_mib * 1024 * 1024 // FOLDER_SHARDS
+    shards = [folder / f"model-{n + 1:05}-of-{FOLDER_SHARDS:05}.safetensors"
+              for n in range(FOLDER_SHARDS)]
+    for shard in shards:
+        write_random(shard, shard_size)
+    for name in FOLDER_JSON:
+        (folder / name).write_text(json.dumps({"name": name, "shards": len(shards)}))
+    files = sorted(folder.iterdir())
+
+    floor: dict[str, list[float]] = {"folder_md5": [], "folder_boto3_upload": [],
+                                     "folder_boto3_download": []}
+
+    def in_parallel(work_on: Callable[[Path], object]) -> None:
+        with ThreadPoolExecutor(max_workers=len(files)) as pool:
+            list(pool.map(work_on, files))
+
+    def floor_upload(i: int) -> None:
+        floor["folder_md5"].append(bench.quiet_timed(
+            lambda: [md5_file(path) for path in files]))
+        floor["folder_boto3_upload"].append(bench.quiet_timed(lambda: in_parallel(
+            lambda path: client.upload_file(str(path), BUCKET,
+                                            f"floor-folder/{i}/{path.name}"))))
+
+    def floor_download(i: int) -> None:
+        target = work / "floor-folder-download"
+        target.mkdir()
+        floor["folder_boto3_download"].append(bench.quiet_timed(lambda: in_parallel(
+            lambda path: client.download_file(BUCKET, f"floor-folder/{i}/{path.name}",
+                                              str(target / path.name)))))
+        shutil.rmtree(target)
+
+    repo = work / "cpv-folder"
+    bench.run([*CPV, "init", "--team", "bench", "--model", "ckpt", "--artifact", "checkpoint/",
+               "--path", str(repo)], work)
+    upload_rss: list[float] = []
+    uploads: list[float] = []
+
+    def cpv_upload_tag(i: int) -> float:
+        floor_upload(i)
+        for path in files:
+            touch_head(path, i)  # every file new: nothing is deduplicated
+        settle(bench.s3)
+        elapsed, rss = peak_rss_mib([*CPV, "model", "upload", str(folder)], cwd=repo,
+                                    env=bench.env)
+        upload_rss.append(rss)
+        uploads.append(elapsed)
+        return elapsed + timed(lambda: bench.run([*CPV, "model", "tag"], repo))
+
+    results["folder_upload_tag"] = median_of(max(args.runs, 2), cpv_upload_tag)
+    results["folder_first_upload"] = statistics.median(uploads)
+    touch_head(shards[0], 1000)
+    results["folder_one_shard_upload"] = bench.quiet_timed(
+        lambda: bench.run([*CPV, "model", "upload", str(folder)], repo))
+    bench.run([*CPV, "model", "tag"], repo)
+    versions = json.loads(bench.run([*CPV, "model", "list", "--json"], repo).stdout)
+    last = versions[-1]["version"]
+
+    download_rss: list[float] = []
+
+    def cpv_download(i: int) -> float:
+        clone, out = work / f"cpv-folder-clone-{i}", work / f"cpv-folder-download-{i}"
+        bench.run(["git", "clone", "-q", cpv_remote(bench, "ckpt"), str(clone)], work)
+        floor_download(i)
+        settle(bench.s3)
+        elapsed, rss = peak_rss_mib([*CPV, "model", "download", last, "-o", str(out)],
+                                    cwd=clone, env=bench.env)
+        download_rss.append(rss)
+        assert sorted(p.name for p in out.iterdir()) == [p.name for p in files], "tree in DIR"
+        shutil.rmtree(clone)
+        shutil.rmtree(out)
+        return elapsed
+
+    results["folder_download"] = median_of(args.runs, cpv_download)
+    results.update({name: statistics.median(values) for name, values in floor.items()})
+    results["folder_upload_peak_mib"] = max(upload_rss)
+    results["folder_download_peak_mib"] = max(download_rss)
+
+    upload = bench.ratio("folder: cpv upload+tag / (md5 + boto3 upload)  ",
+                         results["folder_upload_tag"] / (results["folder_md5"]
+                                                         + results["folder_boto3_upload"]))
+    changed = bench.ratio("folder: 1 shard changed upload / first upload ",
+                          results["folder_one_shard_upload"] / results["folder_first_upload"])
+    download = bench.ratio("folder: cpv download / boto3 download         ",
+                           results["folder_download"] / results["folder_boto3_download"])
+    return [
+        ("folder: upload + tag <= 1.15 x (md5 + parallel boto3 upload)", upload, 1.15),
+        ("folder: upload after 1 shard changed <= 0.35 x the first", changed, 0.35),
+        ("folder: fresh download <= 1.2 x parallel boto3 download", download, 1.2),
+        ("folder: peak memory of upload < 300 MiB", results["folder_upload_peak_mib"], 300),
+        ("folder: peak memory of download < 300 MiB", results["folder_download_peak_mib"],
+         300),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--size-mib", type=int, default=1024,
+                        help="the model file; the checkpoint folder's shards are a quarter each")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--versions", type=int, default=200, help="for the list benchmark")
     parser.add_argument("--data-files", type=int, default=10_000)
     parser.add_argument("--data-file-kib", type=int, default=20)
-    parser.add_argument("--skip-data", action="store_true")
+    parser.add_argument("--data-runs", type=int, default=1,
+                        help="runs of the dataset's uploads and downloads (each takes minutes)")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only this section (repeatable; default: all)")
+    parser.add_argument("--skip-data", action="store_true", help="every section but data")
     parser.add_argument("--workdir", type=Path,
                         help="keep everything in this folder (default: a temporary one, removed "
                         "at the end)")
     args = parser.parse_args()
+    sections = [name for name in SECTIONS if name in (args.only or SECTIONS)
+                and not (args.skip_data and name == "data")]
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="cpv-bench-")).absolute()
     work.mkdir(parents=True, exist_ok=True)
@@ -129,10 +558,10 @@ def main() -> int:
         # A run leaves ~20 x --size-mib of files (S3 store, caches, clones), and a full disk
         # makes the S3 server fail with InternalError. Only a folder named with --workdir stays.
         atexit.register(shutil.rmtree, work, True)
-    size = args.size_mib * 1024 * 1024
-    results: dict[str, float] = {}
-    print(f"cpv benchmark: {args.size_mib} MiB model.bin, median of {args.runs} runs, in {work}")
+    print(f"cpv benchmark: {args.size_mib} MiB model.bin, median of {args.runs} runs, in {work}"
+          f" ({', '.join(sections)})")
 
+    checks: list[Check] = []
     with SeaweedS3(work / "s3") as s3:
         s3.create_bucket(BUCKET)
         gitconfig = work / "gitconfig"
@@ -146,204 +575,19 @@ def main() -> int:
         # images turn that off, which would charge every command (cpv's and dvc's) ~50 ms of
         # compiling that no user pays.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        source = work / "model.bin"
-        write_random(source, size)
+        bench = Bench(args, work, s3, env, s3.client(read_timeout=600))
+        sections_run = {"model": bench_model, "list": bench_list, "data": bench_data,
+                        "folder": bench_folder}
+        for name in sections:
+            checks += sections_run[name](bench)
 
-        # -- the floor, measured in turn with cpv's own runs below (same conditions) ---------
-        client = s3.client(read_timeout=600)
-        floor: dict[str, list[float]] = {"md5": [], "boto3_upload": [], "boto3_download": []}
-        results.update(dict.fromkeys(floor, 0.0))  # printed first
-
-        def quiet_timed(fn: Callable[[], object]) -> float:
-            settle(s3)
-            return timed(fn)
-
-        def floor_upload(i: int) -> None:
-            floor["md5"].append(quiet_timed(lambda: md5_file(source)))
-            floor["boto3_upload"].append(quiet_timed(
-                lambda: client.upload_file(str(source), BUCKET, f"floor/model-{i}.bin")))
-
-        downloaded = work / "floor-download.bin"
-
-        def floor_download(i: int) -> None:
-            downloaded.unlink(missing_ok=True)
-            floor["boto3_download"].append(quiet_timed(lambda: client.download_file(
-                BUCKET, f"floor/model-{i}.bin", str(downloaded))))
-            downloaded.unlink(missing_ok=True)
-
-        # -- the plain DVC + git workflow ------------------------------------------------------
-        bare = work / "plain.git"
-        run(["git", "init", "-q", "--bare", str(bare)], cwd=work, env=env)
-        plain = work / "plain"
-        plain.mkdir()
-        dvc = str(BIN / "dvc")
-        for command in (["git", "init", "-q"], [dvc, "init", "-q"],
-                        [dvc, "remote", "add", "-d", "s3", f"s3://{BUCKET}/plain"],
-                        [dvc, "remote", "modify", "s3", "endpointurl", s3.endpoint_url],
-                        ["git", "remote", "add", "origin", str(bare)],
-                        ["git", "add", "-A"], ["git", "commit", "-qm", "init"],
-                        ["git", "push", "-q", "origin", "main"]):
-            run(command, cwd=plain, env=env)
-        shutil.copyfile(source, plain / "model.bin")
-
-        def plain_step(i: int) -> dict[str, float]:
-            touch_head(plain / "model.bin", i)
-            settle(s3)
-            steps = {
-                "dvc_add": [dvc, "add", "-q", "model.bin"],
-                "git_commit": ["git", "commit", "-qam", f"v{i}"],
-                "dvc_push": [dvc, "push", "-q"],
-                "git_tag": ["git", "tag", "-a", f"v0.{i + 1}", "-m", "plain"],
-                "git_push": ["git", "push", "-q", "--follow-tags", "origin", "main"],
-            }
-            out: dict[str, float] = {}
-            for name, command in steps.items():
-                if name == "git_commit":
-                    run(["git", "add", "model.bin.dvc", ".gitignore"], cwd=plain, env=env)
-                out[name] = timed(lambda c=command: run(c, cwd=plain, env=env))
-            return out
-
-        plain_runs = [plain_step(i) for i in range(args.runs)]
-        for name in plain_runs[0]:
-            results[f"plain_{name}"] = statistics.median(r[name] for r in plain_runs)
-        results["plain_upload_total"] = statistics.median(sum(r.values()) for r in plain_runs)
-
-        def plain_pull(i: int) -> float:
-            clone = work / f"plain-clone-{i}"
-            shutil.rmtree(clone, ignore_errors=True)
-
-            def go() -> None:
-                run(["git", "clone", "-q", str(bare), str(clone)], cwd=work, env=env)
-                run([dvc, "pull", "-q"], cwd=clone, env=env)
-
-            settle(s3)
-            elapsed = timed(go)
-            shutil.rmtree(clone, ignore_errors=True)
-            return elapsed
-
-        results["plain_clone_pull"] = median_of(args.runs, plain_pull)
-
-        # -- cpv ----------------------------------------------------------------------------
-        repo = work / "cpv-repo"
-        run([*CPV, "init", "--team", "bench", "--model", "m", "--path", str(repo)],
-            cwd=work, env=env)
-        shutil.copyfile(source, repo / "model.bin")
-        upload_rss: list[float] = []
-
-        def cpv_upload_tag(i: int) -> float:
-            floor_upload(i)
-            touch_head(repo / "model.bin", i)
-            settle(s3)
-            elapsed, rss = peak_rss_mib([*CPV, "model", "upload", "--metric", f"run={i}"],
-                                        cwd=repo, env=env)
-            upload_rss.append(rss)
-            return elapsed + timed(lambda: run([*CPV, "model", "tag"], cwd=repo, env=env))
-
-        results["cpv_upload_tag"] = median_of(max(args.runs, 2), cpv_upload_tag)
-        results["cpv_upload_peak_mib"] = max(upload_rss)
-        results["cpv_unchanged_upload"] = median_of(args.runs, lambda i: timed(
-            lambda: run([*CPV, "model", "upload", "--metric", f"run={max(args.runs, 2) - 1}"],
-                        cwd=repo, env=env)))
-        versions = json.loads(run([*CPV, "model", "list", "--json"], cwd=repo,
-                                  env=env).stdout)
-        last = versions[-1]["version"]
-
-        download_rss: list[float] = []
-
-        def cpv_download(i: int) -> float:
-            clone = work / f"cpv-clone-{i}"
-            out = work / f"cpv-download-{i}"
-            shutil.rmtree(clone, ignore_errors=True)
-            shutil.rmtree(out, ignore_errors=True)
-            run(["git", "clone", "-q", str(Path(env["CPV_HOME"]) / "remotes/git/bench/m.git"),
-                 str(clone)], cwd=work, env=env)
-            floor_download(i)
-            settle(s3)
-            elapsed, rss = peak_rss_mib([*CPV, "model", "download", last, "-o", str(out)],
-                                        cwd=clone, env=env)
-            download_rss.append(rss)
-            shutil.rmtree(clone, ignore_errors=True)
-            shutil.rmtree(out, ignore_errors=True)
-            return elapsed
-
-        results["cpv_download"] = median_of(args.runs, cpv_download)
-        results["cpv_download_peak_mib"] = max(download_rss)
-        results.update({name: statistics.median(runs) for name, runs in floor.items()})
-
-        older = versions[-2]["version"]
-
-        def switch(i: int) -> float:
-            target = older if i % 2 == 0 else last
-            return timed(lambda: run([*CPV, "model", "revert", target], cwd=repo, env=env))
-
-        switch(1)  # start from the newest version
-        results["cpv_switch_cached"] = median_of(max(args.runs, 4), switch)
-
-        # -- list over many versions (tiny artifacts; the list reads tags only) ----------------
-        many = work / "many"
-        from cp_manage import ModelsCheckpointsManage
-
-        os.environ.update({k: env[k] for k in ("HOME", "CPV_HOME", "GIT_CONFIG_GLOBAL",
-                                               "GIT_CONFIG_NOSYSTEM")})
-        manager = ModelsCheckpointsManage(team_name="bench", model_name="many", repo_path=many,
-                                          )
-        manager.import_model_init(storage_url=str(work / "many-storage"))
-        for n in range(args.versions):
-            (many / "model.bin").write_bytes(f"weights {n}".encode())
-            manager.upload_model_checkpoint(metrics={"accuracy": n / args.versions, "n": n})
-            manager.tag_model_checkpoint()
-        results["cpv_list_200"] = median_of(args.runs, lambda i: timed(
-            lambda: run([*CPV, "model", "list", "--json"], cwd=many, env=env)))
-        results["cpv_help"] = median_of(args.runs, lambda i: timed(
-            lambda: run([*CPV, "--help"], cwd=work, env=env)))
-
-        # -- data: only what changed moves -----------------------------------------------------
-        if not args.skip_data:
-            data = repo / "data"
-            data.mkdir(exist_ok=True)
-            per_split = args.data_files // 2
-            for split in ("train", "validation"):
-                (data / split).mkdir(exist_ok=True)
-                for n in range(per_split):
-                    (data / split / f"{n:05}.bin").write_bytes(os.urandom(args.data_file_kib
-                                                                          * 1024))
-            results["data_first_upload"] = timed(lambda: run([*CPV, "data", "upload"], cwd=repo,
-                                                             env=env))
-            for n in range(0, args.data_files // 2, 50):  # 1 % of the files
-                for split in ("train", "validation"):
-                    (data / split / f"{n:05}.bin").write_bytes(os.urandom(
-                        args.data_file_kib * 1024))
-            results["data_second_upload"] = timed(lambda: run([*CPV, "data", "upload"],
-                                                              cwd=repo, env=env))
-
-    floor_up = results["md5"] + results["boto3_upload"]
-    checks = [
-        ("upload + tag <= 1.15 x (md5 + boto3 upload)",
-         results["cpv_upload_tag"] / floor_up, 1.15),
-        ("fresh download <= 1.2 x boto3 download",
-         results["cpv_download"] / results["boto3_download"], 1.2),
-        ("unchanged re-upload <= 0.5 s", results["cpv_unchanged_upload"], 0.5),
-        ("switch between cached versions <= 0.5 s", results["cpv_switch_cached"], 0.5),
-        (f"list {args.versions} versions <= 0.5 s", results["cpv_list_200"], 0.5),
-        ("cpv --help <= 0.3 s", results["cpv_help"], 0.3),
-        ("peak memory of upload < 300 MiB", results["cpv_upload_peak_mib"], 300),
-        ("peak memory of download < 300 MiB", results["cpv_download_peak_mib"], 300),
-    ]
-    if not args.skip_data:
-        checks.append(("data: 1 % changed re-upload <= 0.2 x first upload",
-                       results["data_second_upload"] / results["data_first_upload"], 0.2))
-
+    results = bench.results
     print("\nmedian seconds (MiB for memory):")
     for name, value in results.items():
         print(f"  {name:<24} {value:10.3f}")
     print("\nratios:")
-    print(f"  cpv upload+tag / (md5 + boto3 upload)   {results['cpv_upload_tag'] / floor_up:.2f}")
-    print(f"  cpv download / boto3 download           "
-          f"{results['cpv_download'] / results['boto3_download']:.2f}")
-    print(f"  cpv upload+tag / plain dvc+git workflow "
-          f"{results['cpv_upload_tag'] / results['plain_upload_total']:.2f}")
-    print(f"  cpv download / plain clone + dvc pull   "
-          f"{results['cpv_download'] / results['plain_clone_pull']:.2f}")
+    for label, value in bench.ratios:
+        print(f"  {label} {value:.2f}")
     print("\ntargets:")
     ok = True
     for label, value, limit in checks:

@@ -13,7 +13,9 @@ import hashlib
 import mmap
 import os
 import queue
+import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -437,6 +439,42 @@ class _KernelCopy:
                 self.error = e
                 self.finished = True
                 self.changed.notify_all()
+
+
+def sync_filesystem(fd: int) -> bool:
+    """``syncfs(2)``: write back everything dirty on the filesystem holding ``fd``, and wait.
+
+    Returns False, having done nothing, where that call cannot be trusted to report a failed
+    write: outside Linux, and before Linux 5.8 (whose ``syncfs`` returned 0 whatever happened).
+    Since 5.8 it fails with the first writeback error on the filesystem since ``fd`` was
+    opened, so a caller opens ``fd`` *before* writing what it then syncs.
+
+    Raises:
+        OSError: a write since ``fd`` was opened did not reach the disk.
+    """
+    if not sys.platform.startswith("linux") or _kernel_version() < (5, 8):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return True
+
+
+def _kernel_version() -> tuple[int, int]:
+    found = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def fsync_path(path: Path | str, *, directory: bool = False) -> None:
+    """``fsync`` the file (or, with ``directory``, the folder) at ``path``."""
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def md5_bytes(data: bytes) -> str:

@@ -6,24 +6,33 @@ the same HTTP requests as against AWS.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import SeaweedS3, SSHServer, find_sshd, free_ports
 
 from cp_manage.backends import s3 as s3_module
+from cp_manage.backends.cache import LocalCache
+from cp_manage.backends.pointer import Pointer
 from cp_manage.backends.s3 import S3Storage
 from cp_manage.backends.storage import open_storage
 from cp_manage.config import CPVConfig
-from cp_manage.errors import StorageError
+from cp_manage.errors import IntegrityError, StorageError
+from cp_manage.manage import handlers
+from cp_manage.manage.dataset import DirHandler, listing_bytes
 
 MiB = 1024 * 1024
 PREFIX = "AI-Convo/faster-whisper"
@@ -166,7 +175,9 @@ def test_ranged_download_reads_from_the_socket_into_its_buffers_or_copies(
 
 def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
         storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Over plain http too: the server checks each body's CRC32; no SHA-256 pass is spent."""
+    """Over plain http too: the server checks each body, a single PUT against the md5 the
+    object is named by (Content-MD5), each part of a multipart upload against its CRC32; no
+    SHA-256 pass is spent."""
     monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)  # S3's smallest part
     monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
     sent: list[tuple[str, dict[str, str]]] = []
@@ -185,7 +196,8 @@ def test_bodies_carry_a_checksum_instead_of_a_signed_payload(
     bodies = [headers for method, headers in sent if method == "PUT"]
     assert len(bodies) == 1 + 3  # one PUT, then three parts
     assert all(h["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD" for h in bodies)
-    assert all(h.get("x-amz-checksum-crc32") for h in bodies)
+    assert base64.b64decode(bodies[0]["content-md5"]).hex() == small
+    assert all(h.get("x-amz-checksum-crc32") for h in bodies[1:])
     assert storage.download(large, tmp_path / "back") == large
 
 
@@ -350,6 +362,158 @@ def test_settings_from_cpv_config_profile_and_credentials_file(
     md5 = write_random(tmp_path / "f", 4096)
     storage.upload(md5, tmp_path / "f")
     assert storage.download(md5, tmp_path / "g") == md5
+
+
+# -- many small objects: one request each, every byte still checked -----------------------------
+
+
+def sent_requests(storage: S3Storage) -> list[tuple[str, dict[str, str]]]:
+    """Every request ``storage`` sends from now on: (method, headers), in order."""
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    def record(request: Any, **_: object) -> None:
+        headers = {k: v.decode() if isinstance(v, bytes) else str(v)
+                   for k, v in request.headers.items()}
+        seen.append((request.method, headers))
+
+    storage.client.meta.events.register("before-send.s3", record)
+    return seen
+
+
+def test_a_small_object_goes_up_in_one_put_checked_by_the_server(
+        storage: S3Storage, tmp_path: Path) -> None:
+    """No ``Expect: 100-continue`` round trip; the md5 it is named by goes as Content-MD5."""
+    md5 = write_random(tmp_path / "f", 20 * 1024)
+    seen = sent_requests(storage)
+    storage.upload(md5, tmp_path / "f")
+    assert [method for method, _ in seen] == ["PUT"]
+    headers = {k.lower(): v for k, v in seen[0][1].items()}
+    assert "expect" not in headers
+    assert base64.b64decode(headers["content-md5"]).hex() == md5
+    # Bytes that do not hash to their name are refused by the server: nothing is stored.
+    wrong = hashlib.md5(b"something else").hexdigest()
+    with pytest.raises(StorageError, match="Cannot upload object"):
+        storage.upload(wrong, tmp_path / "f")
+    assert storage.missing([wrong]) == {wrong}
+
+
+def test_a_small_object_comes_down_in_one_get(storage: S3Storage, tmp_path: Path) -> None:
+    for size in (0, 20 * 1024):
+        md5 = write_random(tmp_path / f"f{size}", size)
+        storage.upload(md5, tmp_path / f"f{size}")
+        seen = sent_requests(storage)
+        assert storage.download(md5, tmp_path / f"back{size}") == md5
+        assert [method for method, _ in seen] == ["GET"], "no HEAD before the GET"
+        assert (tmp_path / f"back{size}").read_bytes() == (tmp_path / f"f{size}").read_bytes()
+
+
+def test_a_large_object_of_unknown_size_comes_in_ranges(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first GET finds the object large: it is dropped, and the ranged download runs."""
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    md5 = write_random(tmp_path / "f", 5 * MiB + 3)
+    storage.upload(md5, tmp_path / "f")
+    seen = sent_requests(storage)
+    assert storage.download(md5, tmp_path / "back") == md5
+    ranges = [headers.get("Range") for method, headers in seen if method == "GET"]
+    assert ranges[0] is None and len(ranges) == 1 + 6 and all(ranges[1:])
+    # A caller that knows the size (a pointer records it) measures the object instead.
+    seen.clear()
+    assert storage.download(md5, tmp_path / "again", size=5 * MiB + 3) == md5
+    assert seen[0][0] == "HEAD" and len(seen) == 1 + 6
+
+
+def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
+        storage: S3Storage, s3: SeaweedS3, bucket: str, tmp_path: Path) -> None:
+    """``fetch_tree`` against SeaweedFS: the bytes, one GET per file and nothing else; then a
+    corrupt object and a missing one are each refused, and nothing of the folder appears."""
+    files = {f"train/{n:03}.bin": os.urandom(100 + n) for n in range(40)}
+    files.update({"empty": b"", "train/sub dir/caf\u00e9.txt": b"unicode\n",
+                  "copy-of-000.bin": files["train/000.bin"]})
+    md5s = {relpath: hashlib.md5(content).hexdigest() for relpath, content in files.items()}
+    for relpath, content in files.items():
+        (tmp_path / "src").mkdir(exist_ok=True)
+        (tmp_path / "src" / "f").write_bytes(content)
+        storage.upload(md5s[relpath], tmp_path / "src" / "f")
+    listing = listing_bytes(md5s)
+    (tmp_path / "src" / "listing").write_bytes(listing)
+    dir_oid = hashlib.md5(listing).hexdigest() + ".dir"
+    storage.upload(dir_oid, tmp_path / "src" / "listing")
+    pointer = Pointer(path="data", md5=dir_oid.removesuffix(".dir"),
+                      size=sum(len(c) for c in files.values()), nfiles=len(files))
+
+    @dataclass
+    class Source:
+        cache: LocalCache
+        storage: S3Storage
+
+    source = Source(LocalCache(tmp_path / "cache"), storage)
+    seen = sent_requests(storage)
+    progress: list[int] = []
+    downloads = tmp_path / "downloads"
+    DirHandler("data").materialize(source, pointer, downloads / "out",
+                                   progress=lambda done, _total: progress.append(done))
+    assert {str(p.relative_to(downloads / "out")): p.read_bytes()
+            for p in (downloads / "out").rglob("*") if p.is_file()} == files
+    assert [method for method, _ in seen] == ["GET"] * (1 + len(files))  # listing + files
+    assert progress[-1] == pointer.size
+    # A pointer records the folder's total size, not its listing's: no HEAD for a big folder.
+    seen.clear()
+    big = Pointer(path="data", md5=pointer.md5, size=10 * 1024 * MiB, nfiles=len(files))
+    DirHandler("data").materialize(Source(LocalCache(tmp_path / "cache2"), storage), big,
+                                   downloads / "big", progress=None)
+    assert [method for method, _ in seen] == ["GET"] * (1 + len(files))
+    shutil.rmtree(downloads / "big")
+
+    victim = md5s["train/007.bin"]
+    key = f"{PREFIX}/files/md5/{victim[:2]}/{victim[2:]}"
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b"not the bytes it is named by")
+    with pytest.raises(IntegrityError, match=f"{victim} is corrupt"):
+        DirHandler("data").materialize(source, pointer, downloads / "bad", progress=None)
+    storage.delete(victim)
+    with pytest.raises(StorageError, match=f"{victim} is missing"):
+        DirHandler("data").materialize(source, pointer, downloads / "bad", progress=None)
+    assert os.listdir(downloads) == ["out"], "no half folder left"
+
+
+def test_large_objects_go_one_at_a_time_whatever_the_threads(
+        storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of shards transfers them in turn (each in parallel parts): its memory is that
+    of one shard's buffers, not of one per thread."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)  # S3's smallest part
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def counted(kind: type[Any]) -> None:
+        real = kind.run
+
+        def run(self: Any) -> Any:
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            try:
+                return real(self)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        monkeypatch.setattr(kind, "run", run)
+
+    counted(s3_module._PartedUpload)
+    counted(s3_module._RangedDownload)
+    shards = [write_random(tmp_path / f"shard{n}", 6 * MiB) for n in range(4)]
+    handlers.run_parallel(lambda n: storage.upload(shards[n], tmp_path / f"shard{n}"),
+                          range(4))
+    assert peak == [1]
+    got = handlers.run_parallel(lambda n: storage.download(shards[n], tmp_path / f"back{n}"),
+                                range(4))
+    assert got == shards and peak == [1]
+
+
+def test_the_connection_pool_serves_every_transfer_thread(storage: S3Storage) -> None:
+    assert storage.client.meta.config.max_pool_connections >= handlers.WORKERS
 
 
 # -- failures: each a StorageError that says what to do, and never shows a key -----------------

@@ -25,11 +25,19 @@ from cp_manage.fsutil import (
     atomic_write_bytes,
     copy_file_md5,
     explained,
+    fsync_path,
+    md5_bytes,
     md5_file,
+    sync_filesystem,
+    write_all,
 )
 
 BACKGROUND_SYNC = 64 * 1024 * 1024
 """Objects this large reach the disk while they upload rather than before."""
+SMALL_FILE = 1024 * 1024
+"""Files up to this size are copied into the cache in one read and one write."""
+SYNC_EACH = 16
+"""Up to this many small objects, ``flush`` syncs each; more, the whole filesystem at once."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +85,23 @@ class StatRecord:
 class LocalCache:
     """A DVC 3 cache folder: object ``oid`` at ``{root}/files/md5/ab/cdef...``, mode 0444.
 
-    A large object reaches the disk (``fsync``) on a thread of its own while it is being
-    uploaded; ``flush`` waits for that, and a copy the disk refused is dropped, so every entry
-    that outlives ``flush`` is durable. ``Repository.locked`` flushes before it records anything.
+    No entry is recorded anywhere (stat record, storage record, commit) before it is on disk,
+    but ``add_file`` does not wait for the disk itself: ``flush`` does, and ``Repository.locked``
+    (like ``upload``) flushes before it records anything. A large object reaches the disk
+    (``fsync``) on a thread of its own while it is being uploaded. Small objects, a dataset's
+    thousands of files, are synced together by ``flush``: one ``syncfs`` of the cache's
+    filesystem where it reports failed writes (Linux 5.8+), else one ``fsync`` per file and
+    folder; an ``fsync`` per small file as it is written would cost more than the copy. Until
+    ``flush`` an entry may be lost in a crash, exactly as if it had never been added; one the
+    disk refused is dropped by ``flush``, so every entry that outlives ``flush`` is durable.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._syncing: dict[str, threading.Thread] = {}
         self._unsynced: set[str] = set()
+        self._batch: set[str] = set()  # small objects written since the last flush
+        self._batch_fd: int | None = None  # opened before the first of them: see flush
         self._lock = threading.Lock()  # datasets add files from many threads
 
     def path(self, oid: str) -> Path:
@@ -99,7 +115,8 @@ class LocalCache:
         """Copy ``source`` into the cache and hash the copy; returns its md5.
 
         The copy, not the workspace file, is hashed and later uploaded, so the stored bytes are
-        exactly the hashed bytes even if a training script rewrites the file meanwhile.
+        exactly the hashed bytes even if a training script rewrites the file meanwhile. The
+        copy is on disk once ``flush`` has returned (see the class).
 
         Raises:
             ArtifactNotFoundError: the file vanished or changed while it was being read.
@@ -108,22 +125,29 @@ class LocalCache:
             return known_md5
         before = FileStat.of(source)
         with explained(self.root, needed=before.size):
-            md5 = self._copy_in(source, before, progress)
-        if before.size >= BACKGROUND_SYNC:
-            self._sync_in_background(md5)
-        return md5
+            return self._copy_in(source, before, progress)
 
     def _copy_in(self, source: Path, before: FileStat, progress: Progress | None) -> str:
         incoming = self.root / "files" / "md5"
-        incoming.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
+        background = before.size >= BACKGROUND_SYNC
         try:
-            with open(source, "rb") as reader, os.fdopen(fd, "wb") as writer:
-                md5, _ = copy_file_md5(reader, writer, total=before.size, progress=progress)
-                crash_point("hashing")
-                writer.flush()
-                if before.size < BACKGROUND_SYNC:
-                    os.fsync(writer.fileno())
+            fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
+        except FileNotFoundError:
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
+        try:
+            if not background:
+                self._open_batch()
+            with os.fdopen(fd, "wb") as writer:
+                if before.size <= SMALL_FILE:
+                    md5 = self._copy_small(source, writer.fileno(), before.size)
+                    if progress:
+                        progress(before.size, before.size)
+                else:
+                    with open(source, "rb") as reader:
+                        md5, _ = copy_file_md5(reader, writer, total=before.size,
+                                               progress=progress)
+                        crash_point("hashing")
             if FileStat.of(source) != before:
                 raise ArtifactNotFoundError(
                     f"{source} changed while cpv was reading it",
@@ -131,12 +155,41 @@ class LocalCache:
                     "again.")
             os.chmod(tmp, 0o444)
             final = self.path(md5)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:  # the object's folder is new
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+        if background:
+            self._sync_in_background(md5)
+        else:
+            with self._lock:
+                self._batch.add(md5)
         return md5
+
+    @staticmethod
+    def _copy_small(source: Path, fd: int, size: int) -> str:
+        """Read a small file whole, hash it, write those very bytes to ``fd``; its md5."""
+        parts: list[bytes] = []
+        with open(source, "rb", buffering=0) as reader:
+            left = size  # at most the size seen at the start, as copy_file_md5
+            while left and (part := reader.read(left)):
+                parts.append(part)
+                left -= len(part)
+        data = b"".join(parts)
+        crash_point("hashing")
+        write_all(fd, data, 0)
+        return md5_bytes(data)
+
+    def _open_batch(self) -> None:
+        """Open the descriptor ``flush`` syncs through before the batch's first write: syncfs
+        reports the failed writes since its descriptor was opened."""
+        with self._lock:
+            if self._batch_fd is None:
+                self._batch_fd = os.open(self.root, os.O_RDONLY)
 
     def _sync_in_background(self, oid: str) -> None:
         def sync() -> None:
@@ -168,8 +221,43 @@ class LocalCache:
         """Wait until every object added is on disk; drop any the disk refused."""
         with self._lock:
             pending = [*self._syncing, *self._unsynced]
+            batch, self._batch = self._batch, set()
+            fd, self._batch_fd = self._batch_fd, None
+        try:
+            for oid in self._sync_batch(batch, fd):
+                self.discard(oid)
+        finally:
+            if fd is not None:
+                os.close(fd)
         for oid in pending:
             self._flush_one(oid)
+
+    def _sync_batch(self, batch: set[str], fd: int | None) -> set[str]:
+        """Bring the small objects of ``batch`` to disk; returns those the disk refused."""
+        if not batch:
+            return set()
+        if len(batch) > SYNC_EACH and fd is not None:
+            try:
+                if sync_filesystem(fd):
+                    return set()
+            except OSError:
+                return batch  # which write failed is unknown: none of them is trusted
+        refused: set[str] = set()
+        folders: dict[Path, list[str]] = {}
+        for oid in batch:
+            try:
+                fsync_path(self.path(oid))
+                folders.setdefault(self.path(oid).parent, []).append(oid)
+            except FileNotFoundError:
+                pass  # discarded meanwhile (found corrupt): nothing to keep
+            except OSError:
+                refused.add(oid)
+        for folder, oids in folders.items():  # the renames that named them
+            try:
+                fsync_path(folder, directory=True)
+            except OSError:
+                refused.update(oids)
+        return refused
 
     def add_bytes(self, data: bytes, md5: str) -> None:
         if not self.has(md5):
@@ -190,6 +278,32 @@ class LocalCache:
                 self.discard(oid)
                 raise IntegrityError(f"The cached copy of {oid} is corrupt and was removed",
                                      hint="Run the command again to fetch it from storage.")
+
+    def export(self, oid: str, target: Path) -> bool:
+        """Copy object ``oid``, when cached and intact, to the new file ``target`` (mode 0644);
+        returns whether it did. A cached copy that does not match its md5 is removed, and so is
+        what was written of it.
+        """
+        try:
+            reader = open(self.path(oid), "rb")  # closed below
+        except FileNotFoundError:
+            return False
+        with reader:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                         0o644)
+            try:
+                with os.fdopen(fd, "r+b") as writer:
+                    md5, _ = copy_file_md5(reader, writer,
+                                           total=os.fstat(reader.fileno()).st_size)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                raise
+        if md5 == oid.removesuffix(".dir"):
+            return True
+        os.unlink(target)
+        self.discard(oid)
+        return False
 
     def verify(self, oid: str) -> bool:
         return self.has(oid) and md5_file(self.path(oid)) == oid.removesuffix(".dir")

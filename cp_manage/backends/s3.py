@@ -9,10 +9,12 @@ command would otherwise pay for it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import hashlib
 import http.client
+import io
 import mmap
 import os
 import re
@@ -57,11 +59,19 @@ DOWNLOAD_WINDOW = 8
 DOWNLOAD_START_STREAMS = 2
 READ_CHUNK = 4 * MiB
 
+LARGE_AT_ONCE = 1
+"""Objects sent or fetched in parallel parts go this many at a time, however many threads ask
+(a folder of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY``
+or ``DOWNLOAD_WINDOW`` parts in memory, so the folder needs no more memory than one shard."""
+
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
 """Above this many objects, ``missing`` lists the prefix instead of one HEAD per object."""
 SMALL_OBJECT = UPLOAD_PART
 """Up to this size an object goes up in one PUT."""
+IN_MEMORY_PUT = 1 * MiB
+"""Up to this size that PUT is sent from memory (a dataset's many small files): at most
+``manage.handlers.WORKERS`` of them are in memory at once."""
 
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
@@ -73,6 +83,7 @@ _DENIED_CODES = {
 _REGION_CODES = {"301", "PermanentRedirect", "AuthorizationHeaderMalformed",
                  "IllegalLocationConstraintException"}
 # AWS access key ids have a recognisable shape; never let one reach a message.
+_MD5_HEX_RE = re.compile(r"[0-9a-f]{32}")
 _ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{12,}\b")
 
 
@@ -122,6 +133,7 @@ class S3Storage:
         self._client: Any = None
         self._session: Any = None
         self._client_lock = threading.Lock()
+        self._large = threading.Semaphore(LARGE_AT_ONCE)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -172,9 +184,19 @@ class S3Storage:
             # Nothing is trusted on the checksum alone: every object is named by its md5,
             # hashed before upload and checked again on every download.
             s3={"payload_signing_enabled": False},
+            # A single PUT carries the object's md5 as Content-MD5 (see _put), which the server
+            # checks, and multipart parts ask for CRC32 explicitly; so botocore need not add a
+            # CRC32 of its own to every request, nor check one on the way back, where the md5
+            # of every byte is checked anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
-        return core.create_client("s3", region_name=self.region, endpoint_url=self.endpoint_url,
-                                  config=settings)
+        client = core.create_client("s3", region_name=self.region,
+                                    endpoint_url=self.endpoint_url, config=settings)
+        # On the service-wide event, as botocore's own hook that adds the header: a hook on
+        # "before-call.s3.PutObject" would run before that one.
+        client.meta.events.register_last("before-call.s3", _no_wait_for_small_bodies)
+        return client
 
     def _key(self, oid: str) -> str:
         return f"{self.prefix}/{object_key(oid)}" if self.prefix else object_key(oid)
@@ -370,32 +392,51 @@ class S3Storage:
             try:
                 if total <= SMALL_OBJECT:
                     # One PUT: threads and a multipart upload cost more than the file.
-                    with open(source, "rb") as body:
-                        self.client.put_object(Bucket=self.bucket, Key=self._key(oid),
-                                               Body=body)
+                    if total <= IN_MEMORY_PUT:  # see _no_wait_for_small_bodies
+                        with open(source, "rb", buffering=0) as reader:
+                            self._put(oid, reader.read())
+                    else:
+                        with open(source, "rb") as body:
+                            self._put(oid, body)
                     if progress:
                         progress(total, total)
                 else:
-                    _PartedUpload(self, oid, source, total, progress).run()
+                    with self._large:
+                        _PartedUpload(self, oid, source, total, progress).run()
             except OSError as e:  # the local side: the file went away or the disk failed
                 raise StorageError(f"Cannot read {source}: {e.strerror or e}",
                                    hint="Run the command again; nothing was committed.") from e
 
-    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
+    def _put(self, oid: str, body: Any) -> None:
+        """One PUT of ``body`` (bytes, or a file), with its md5 for the server to check: the
+        object is named by its md5, so the server refuses bytes that do not match their name.
+        """
+        extra: dict[str, str] = {}
+        if _MD5_HEX_RE.fullmatch(oid.removesuffix(".dir")):
+            extra["ContentMD5"] = base64.b64encode(
+                bytes.fromhex(oid.removesuffix(".dir"))).decode("ascii")
+        self.client.put_object(Bucket=self.bucket, Key=self._key(oid), Body=body, **extra)
+
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None,
+                 size: int | None = None) -> str:
         """Write object ``oid`` to ``target`` (which must not exist) and return its md5.
 
-        Large objects arrive as parallel ranged GETs written in place; the calling thread hashes
-        the contiguous prefix as it completes, so hashing overlaps the transfer. On any failure
-        the partial file is removed.
+        An object up to ``2 * DOWNLOAD_PART`` comes in one GET, and nothing else is asked: a
+        dataset of small files costs one request per file, as with ``dvc pull``. A larger one
+        arrives as parallel ranged GETs written in place while the calling thread hashes the
+        contiguous prefix as it completes. ``size``, when the caller knows it (a pointer records
+        it), only picks the way: a large object is measured first (HEAD) rather than started
+        as one GET. On any failure the partial file is removed.
 
         Raises:
             StorageError: the object is missing, S3 failed, or ``target`` cannot be written.
         """
-        head = self._head(oid, "download")
-        if head is None:
-            self.check_location()  # a missing bucket is the better explanation
-            raise self._missing_error(oid)
-        size = int(head["ContentLength"])
+        head: dict[str, Any] | None = None
+        if size is not None and size > 2 * DOWNLOAD_PART:
+            head = self._head(oid, "download")
+            if head is None:
+                self.check_location()  # a missing bucket is the better explanation
+                raise self._missing_error(oid)
         try:
             fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                          0o644)
@@ -406,11 +447,11 @@ class S3Storage:
         try:
             try:
                 with self._translated("download", oid):
-                    if size <= 2 * DOWNLOAD_PART:
-                        md5 = self._download_stream(oid, fd, size, progress)
+                    if head is not None:
+                        md5 = self._download_ranged(oid, fd, target, int(head["ContentLength"]),
+                                                    progress)
                     else:
-                        md5 = _RangedDownload(self, oid, fd, size, progress,
-                                              direct=_open_direct(target)).run()
+                        md5 = self._download_whole(oid, fd, target, progress)
             except StorageError:
                 raise
             except OSError as e:  # the local side: disk full, quota, I/O error
@@ -427,9 +468,35 @@ class S3Storage:
         os.close(fd)
         return md5
 
-    def _download_stream(self, oid: str, fd: int, size: int, progress: Progress | None) -> str:
+    def _download_ranged(self, oid: str, fd: int, target: Path, size: int,
+                         progress: Progress | None) -> str:
+        with self._large:
+            return _RangedDownload(self, oid, fd, size, progress,
+                                   direct=_open_direct(target)).run()
+
+    def _download_whole(self, oid: str, fd: int, target: Path,
+                        progress: Progress | None) -> str:
+        """One GET; an object that turns out large is fetched in ranges instead."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(oid))
+        except ClientError as e:
+            codes = {str(e.response.get("Error", {}).get("Code", "")),
+                     str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))}
+            if codes & _MISSING_CODES and not codes & _NO_BUCKET_CODES:
+                self.ensure_location()  # a missing bucket is the better explanation
+                raise self._missing_error(oid) from e
+            raise
+        body, size = response["Body"], int(response["ContentLength"])
+        if size > 2 * DOWNLOAD_PART:
+            body.close()  # drops this connection: cheaper than receiving the object in one stream
+            return self._download_ranged(oid, fd, target, size, progress)
+        return self._receive(oid, fd, body, size, progress)
+
+    def _receive(self, oid: str, fd: int, body: Any, size: int,
+                 progress: Progress | None) -> str:
         digest = hashlib.md5(usedforsecurity=False)
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(oid))["Body"]
         done = 0
         try:
             while chunk := body.read(READ_CHUNK):
@@ -809,6 +876,20 @@ class _PartBody:
 
     def tell(self) -> int:
         return self.position
+
+
+def _no_wait_for_small_bodies(model: Any, params: dict[str, Any], **_: Any) -> None:
+    """botocore event hook: a PutObject of a body in memory goes without ``Expect:
+    100-continue``.
+
+    botocore sends every PutObject body behind that header, and waits for the server's interim
+    reply (read one byte at a time) before sending it: a round trip that, for a dataset's small
+    files, costs more than sending the body. It pays off only for a large body the server might
+    refuse, and those are files, which keep it.
+    """
+    if model.name == "PutObject" and isinstance(params.get("body"),
+                                                bytes | bytearray | io.BytesIO):
+        params.get("headers", {}).pop("Expect", None)
 
 
 def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

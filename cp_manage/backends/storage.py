@@ -43,8 +43,12 @@ class Storage(Protocol):
     def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
         """Store ``source`` as object ``oid``; a reader never sees half of it."""
 
-    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
-        """Write object ``oid`` to ``target`` (a new file) and return the md5 of what was read."""
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None,
+                 size: int | None = None) -> str:
+        """Write object ``oid`` to ``target`` (a new file) and return the md5 of what was read.
+
+        ``size``, the object's size when the caller knows it, is a hint: it may save asking
+        storage for it, and nothing relies on it (the md5 decides)."""
 
     def iter_oids(self) -> Iterator[str]:
         """Every object id stored (for checks and tests)."""
@@ -124,7 +128,8 @@ class LocalStorage:
                                hint="Check free space and permissions, then run the command "
                                "again; nothing was committed.") from e
 
-    def download(self, oid: str, target: Path, *, progress: Progress | None = None) -> str:
+    def download(self, oid: str, target: Path, *, progress: Progress | None = None,
+                 size: int | None = None) -> str:
         source = self._path(oid)
         try:
             with open(source, "rb") as reader, open(target, "x+b") as writer:

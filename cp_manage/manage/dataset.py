@@ -42,6 +42,7 @@ from cp_manage.manage.handlers import (
     Select,
     check_outside_workspace,
     fetch_object,
+    fetch_tree,
     run_parallel,
     state_key,
 )
@@ -404,19 +405,8 @@ class DirHandler:
                     "exclude patterns", hint="Check the patterns against 'cpv "
                     f"{self.spec.kind} show --json' (its files).")
         built = build_next_to(target)
-        done = 0
-
-        def fetch(relpath: str) -> None:
-            fetch_object(repo, md5s[relpath], built / relpath, size=0, progress=None)
-
-        def fetched(relpath: str, _result: None) -> None:
-            nonlocal done
-            done += (built / relpath).stat().st_size
-            if progress:
-                progress(done, pointer.size)
-
         try:
-            run_parallel(fetch, sorted(md5s), on_done=fetched)
+            fetch_tree(repo, md5s, built, total=pointer.size, progress=progress)
             swap_into_place(built, target)
         except BaseException:
             _remove_tree(built)

@@ -6,10 +6,12 @@ import errno
 import hashlib
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
+from cp_manage import fsutil
 from cp_manage.backends import cache as cache_module
 from cp_manage.backends.cache import LocalCache
 
@@ -53,8 +55,81 @@ def test_a_copy_the_disk_refused_is_dropped_by_flush(tmp_path: Path,
     assert cache.verify(md5)
 
 
-def test_small_objects_are_synced_before_add_file_returns(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"x" * 1000)
+def sync_calls(monkeypatch: pytest.MonkeyPatch, *, fail: bool = False) -> list[str]:
+    """Record every fsync and syncfs from now on (and, with ``fail``, make them fail)."""
+    calls: list[str] = []
+    real_fsync, real_syncfs = os.fsync, cache_module.sync_filesystem
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync")
+        if fail:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> bool:
+        calls.append("syncfs")
+        if fail:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(cache_module, "sync_filesystem", syncfs)
+    return calls
+
+
+def small_files(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    for n in range(count):
+        (folder / f"{n}.bin").write_bytes(os.urandom(100 + n))
+    return sorted(folder.iterdir())
+
+
+def test_many_small_objects_reach_the_disk_together_at_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fsync per file as it is added: ``flush``, which runs before anything records them,
+    syncs the batch with one syncfs (or, where that cannot report a failure, one fsync per file
+    and folder)."""
     cache = LocalCache(tmp_path / "cache")
-    cache.add_file(tmp_path / "f")
-    assert not cache._syncing
+    calls = sync_calls(monkeypatch)
+    oids = [cache.add_file(path) for path in small_files(tmp_path / "data", 40)]
+    assert calls == [] and all(cache.verify(oid) for oid in oids)
+    cache.flush()
+    folders = {cache.path(oid).parent for oid in oids}
+    assert calls == (["syncfs"] if syncfs_vouches() else
+                     ["syncfs", *["fsync"] * (len(oids) + len(folders))])
+    assert all(cache.verify(oid) for oid in oids) and cache._batch_fd is None
+    # A few objects: one fsync each, and one per folder that names them.
+    calls.clear()
+    oid = cache.add_file(small_files(tmp_path / "few", 1)[0])
+    cache.flush()
+    assert calls == ["fsync", "fsync"] and cache.verify(oid)
+
+
+def test_a_batch_the_disk_refused_is_dropped_by_flush(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = LocalCache(tmp_path / "cache")
+    paths = small_files(tmp_path / "data", 30)
+    oids = [cache.add_file(path) for path in paths]
+    sync_calls(monkeypatch, fail=True)
+    cache.flush()
+    assert not any(cache.has(oid) for oid in oids)  # none trusted, so all are copied again
+    monkeypatch.undo()
+    assert [cache.add_file(path) for path in paths] == oids
+    cache.flush()
+    assert all(cache.verify(oid) for oid in oids)
+
+
+def syncfs_vouches() -> bool:
+    """Whether syncfs here reports failed writes (Linux 5.8+)."""
+    major, minor = (int(n) for n in os.uname().release.split(".")[:2])
+    return sys.platform.startswith("linux") and (major, minor) >= (5, 8)
+
+
+def test_syncfs_declines_where_it_cannot_vouch_for_the_writes(tmp_path: Path) -> None:
+    """On Linux 5.8+ it syncs (True); elsewhere it declines (False) and the cache fsyncs."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        (tmp_path / "f").write_bytes(b"x")
+        assert fsutil.sync_filesystem(fd) == syncfs_vouches()
+    finally:
+        os.close(fd)
