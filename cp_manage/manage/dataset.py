@@ -39,6 +39,7 @@ from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, Pointer
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import (
     ObjectSource,
+    Reuse,
     Select,
     check_outside_workspace,
     fetch_object,
@@ -387,10 +388,15 @@ class DirHandler:
         return f"{md5_bytes(listing_bytes(md5s))}.dir"
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None, select: Select | None = None) -> None:
+                    progress: Progress | None, select: Select | None = None,
+                    reuse: Reuse | None = None) -> None:
         """Write the folder (or the files ``select`` picks) to a new folder beside ``target``,
         every file's md5 checked, then rename it into place: ``target`` is never half a folder,
         and holds exactly the version's files afterwards.
+
+        ``reuse(relpath, md5)`` may name a private file (one link) already holding those bytes,
+        such as the workspace's own unchanged file: it is linked into the new folder instead
+        of copied, and is again the only link once the old folder is gone.
 
         Raises:
             ArtifactNotFoundError: ``select`` picks no file.
@@ -407,6 +413,14 @@ class DirHandler:
         done = 0
 
         def fetch(relpath: str) -> None:
+            existing = reuse(relpath, md5s[relpath]) if reuse is not None else None
+            if existing is not None:
+                try:
+                    (built / relpath).parent.mkdir(parents=True, exist_ok=True)
+                    os.link(existing, built / relpath)
+                    return
+                except OSError:
+                    pass  # links refused here: copy instead
             fetch_object(repo, md5s[relpath], built / relpath, size=0, progress=None)
 
         def fetched(relpath: str, _result: None) -> None:
