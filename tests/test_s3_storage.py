@@ -33,6 +33,7 @@ from cp_manage.config import CPVConfig
 from cp_manage.errors import IntegrityError, StorageError
 from cp_manage.manage import handlers
 from cp_manage.manage.dataset import DirHandler, listing_bytes
+from cp_manage.spec import DATA
 
 MiB = 1024 * 1024
 PREFIX = "AI-Convo/faster-whisper"
@@ -451,8 +452,8 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
     seen = sent_requests(storage)
     progress: list[int] = []
     downloads = tmp_path / "downloads"
-    DirHandler("data").materialize(source, pointer, downloads / "out",
-                                   progress=lambda done, _total: progress.append(done))
+    DirHandler(DATA).materialize(source, pointer, downloads / "out",
+                                 progress=lambda done, _total: progress.append(done))
     assert {str(p.relative_to(downloads / "out")): p.read_bytes()
             for p in (downloads / "out").rglob("*") if p.is_file()} == files
     assert [method for method, _ in seen] == ["GET"] * (1 + len(files))  # listing + files
@@ -460,7 +461,7 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
     # A pointer records the folder's total size, not its listing's: no HEAD for a big folder.
     seen.clear()
     big = Pointer(path="data", md5=pointer.md5, size=10 * 1024 * MiB, nfiles=len(files))
-    DirHandler("data").materialize(Source(LocalCache(tmp_path / "cache2"), storage), big,
+    DirHandler(DATA).materialize(Source(LocalCache(tmp_path / "cache2"), storage), big,
                                    downloads / "big", progress=None)
     assert [method for method, _ in seen] == ["GET"] * (1 + len(files))
     shutil.rmtree(downloads / "big")
@@ -469,10 +470,10 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
     key = f"{PREFIX}/files/md5/{victim[:2]}/{victim[2:]}"
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"not the bytes it is named by")
     with pytest.raises(IntegrityError, match=f"{victim} is corrupt"):
-        DirHandler("data").materialize(source, pointer, downloads / "bad", progress=None)
+        DirHandler(DATA).materialize(source, pointer, downloads / "bad", progress=None)
     storage.delete(victim)
     with pytest.raises(StorageError, match=f"{victim} is missing"):
-        DirHandler("data").materialize(source, pointer, downloads / "bad", progress=None)
+        DirHandler(DATA).materialize(source, pointer, downloads / "bad", progress=None)
     assert os.listdir(downloads) == ["out"], "no half folder left"
 
 

@@ -39,6 +39,7 @@ from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, Pointer
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import (
     ObjectSource,
+    Reuse,
     Select,
     check_outside_workspace,
     fetch_object,
@@ -388,10 +389,15 @@ class DirHandler:
         return f"{md5_bytes(listing_bytes(md5s))}.dir"
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None, select: Select | None = None) -> None:
+                    progress: Progress | None, select: Select | None = None,
+                    reuse: Reuse | None = None) -> None:
         """Write the folder (or the files ``select`` picks) to a new folder beside ``target``,
         every file's md5 checked, then rename it into place: ``target`` is never half a folder,
         and holds exactly the version's files afterwards.
+
+        ``reuse(relpath, md5)`` may name a private file (one link) already holding those bytes,
+        such as the workspace's own unchanged file: it is linked into the new folder instead
+        of copied, and is again the only link once the old folder is gone.
 
         Raises:
             ArtifactNotFoundError: ``select`` picks no file.
@@ -405,8 +411,30 @@ class DirHandler:
                     "exclude patterns", hint="Check the patterns against 'cpv "
                     f"{self.spec.kind} show --json' (its files).")
         built = build_next_to(target)
+        linked = 0
+
+        def advanced(done: int, total: int) -> None:
+            if progress:
+                progress(linked + done, total)
+
         try:
-            fetch_tree(repo, md5s, built, total=pointer.size, progress=progress)
+            remaining = dict(md5s)
+            if reuse is not None:
+                # Files the workspace already holds (unchanged since the last upload) are linked
+                # into the new folder instead of copied again; the rest come from cache or storage.
+                for relpath, md5 in md5s.items():
+                    existing = reuse(relpath, md5)
+                    if existing is None:
+                        continue
+                    try:
+                        (built / relpath).parent.mkdir(parents=True, exist_ok=True)
+                        os.link(existing, built / relpath)
+                    except OSError:
+                        continue  # links refused here: fetch it instead
+                    linked += (built / relpath).stat().st_size
+                    del remaining[relpath]
+
+            fetch_tree(repo, remaining, built, total=pointer.size, progress=advanced)
             swap_into_place(built, target)
         except BaseException:
             _remove_tree(built)

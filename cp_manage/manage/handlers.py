@@ -44,6 +44,8 @@ class ObjectSource(Protocol):
 
 Select = Callable[[str], bool]
 """Which files of a folder to fetch, by their ``/``-separated path relative to the folder."""
+Reuse = Callable[[str, str], Path | None]
+"""``(relpath, md5)`` → a private file already holding those bytes, or None."""
 
 
 class Handler(Protocol):
@@ -71,8 +73,10 @@ class Handler(Protocol):
         """The object id the workspace artifact would have now (None when it is absent)."""
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None, select: Select | None = None) -> None:
-        """Write ``pointer``'s artifact at ``target`` as private writable files, md5-checked."""
+                    progress: Progress | None, select: Select | None = None,
+                    reuse: Reuse | None = None) -> None:
+        """Write ``pointer``'s artifact at ``target`` as private writable files, md5-checked
+        (a folder may take files ``reuse`` names instead of copies)."""
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
         """Whether ``target`` already holds exactly ``pointer``'s artifact."""
@@ -350,7 +354,8 @@ class FileHandler:
         return known
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
-                    progress: Progress | None, select: Select | None = None) -> None:
+                    progress: Progress | None, select: Select | None = None,
+                    reuse: Reuse | None = None) -> None:
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:

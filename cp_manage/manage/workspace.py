@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import encode_metrics
+from cp_manage.backends.cache import FileStat
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import PointerError, UnsavedChangesError
 from cp_manage.fsutil import Progress
@@ -154,9 +156,26 @@ class Restore:
             elif self.workspace is not None and self._poolable():
                 repo.pool.put(target, self.workspace)  # saved bytes: keep them for switching back
             if not (self._poolable() and repo.pool.take(self.wanted.oid, target)):
-                self.handler.materialize(repo, self.wanted, target, progress=progress)
+                # Files the saved workspace folder already holds are kept, not copied again.
+                reuse = self._saved_file if self.spec.tree and not self.unsaved else None
+                self.handler.materialize(repo, self.wanted, target, progress=progress,
+                                         reuse=reuse)
             self.handler.remember_workspace(repo, self.wanted)
             self.applied = True
+
+    def _saved_file(self, relpath: str, md5: str) -> Path | None:
+        """The workspace folder's file ``relpath`` when it holds ``md5`` (by the stat record of
+        what cpv wrote or hashed there) and is a private file (one link)."""
+        path = self.target / relpath
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return None
+        found = FileStat(info.st_ino, info.st_size, info.st_mtime_ns)
+        return path if self.repo.state.lookup(f"{self.spec.path}/{relpath}", found) == md5 \
+            else None
 
     def _poolable(self) -> bool:
         return not self.spec.tree and not self.target.is_dir()

@@ -96,12 +96,20 @@ def test_only_the_changed_files_and_the_listing_are_stored_again(
     # A fine-tune changes one shard and the small index file.
     (source / SHARDS[1]).write_bytes(b"fine-tuned" * 1000)
     (source / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    workspace = folder_repo.root / "checkpoint"
+    inodes = {name: (workspace / name).stat().st_ino for name in SHARDS}
     second = manager.upload(source)
     added = storage_oids(folder_repo) - stored
     assert added == {md5_of(source / SHARDS[1]), md5_of(source / "model.safetensors.index.json"),
                      f"{second.md5}.dir"}
     assert second.uploaded_bytes == sum(
         folder_repo.cache.joinpath("files", "md5", o[:2], o[2:]).stat().st_size for o in added)
+    # The workspace keeps its unchanged shards (no new copy) and gets the changed one.
+    assert file_bytes(workspace) == file_bytes(source)
+    for name in SHARDS:
+        kept = (workspace / name).stat()
+        assert (kept.st_ino == inodes[name]) == (name != SHARDS[1]), name
+        assert kept.st_nlink == 1, name
 
 
 def test_stock_dvc_pull_in_a_fresh_clone_reproduces_the_folder(
