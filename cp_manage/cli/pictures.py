@@ -134,17 +134,18 @@ def terminal_chart(history: History, series: list[Series], *, colour: bool) -> s
     figure = plotext.figure
     figure.clear()
     figure.theme("simple")
-    figure.subplots(len(series), 1)
+    if len(series) > 1:
+        figure.subplots(len(series), 1)
     for row, one in enumerate(series, start=1):
         look = style(history.series.index(one))
-        chart = figure.subplot(row, 1)
+        chart = figure.subplot(row, 1) if len(series) > 1 else figure  # one: no grid
         xs = [i + 1 for i, v in enumerate(one.values) if v is not None]
         ys = [v for v in one.values if v is not None]
         chart.title(f"{one.name} ({len(xs)} of {count} versions)")
         chart.legend(active=False)
         chart.ruler("x").lim(0.5, count + 0.5)
-        shown = sorted(thinned(count, spacing=8, width=width - 10, keep={0, count - 1}
-                               | {i for i in staged}))
+        shown = sorted(thinned(count, spacing=8, width=width - 10,
+                               keep=[count - 1, 0, *sorted(staged)]))
         chart.ruler("x").ticks([i + 1 for i in shown], [names[i] for i in shown])
         if not xs:
             continue
@@ -157,7 +158,7 @@ def terminal_chart(history: History, series: list[Series], *, colour: bool) -> s
         rgb = tuple(int(look.colour[i:i + 2], 16) for i in (1, 3, 5))
         chart.draw(chart.signal(xs, ys, marker=plotext.marker(
             TERMINAL_MARKERS[look.marker], rgb)))
-        labelled = thinned(count, spacing=8, width=width - 10, keep={xs[-1] - 1})
+        labelled = thinned(count, spacing=8, width=width - 10, keep=[xs[-1] - 1])
         step = 1.5 * count / max(width - 10, 1)  # a cell and a half right of the point
         for x, y in zip(xs, ys, strict=True):
             if x - 1 in labelled:

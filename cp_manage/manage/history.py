@@ -27,7 +27,7 @@ from cp_manage.versions import Kind
 logger = logging.getLogger(__name__)
 
 __all__ = ["FileStep", "History", "LineageLink", "Report", "Series", "StageEvent",
-           "StageRecords", "build_report", "stage_records"]
+           "StageRecords", "build_report", "history_of", "stage_records"]
 
 @dataclass(frozen=True)
 class StageEvent:
@@ -165,7 +165,8 @@ def build_report(source: VersionSource, kinds: Sequence[Kind]) -> Report:
     listed = {kind: source.versions(spec) for kind, spec in specs.items()}
     for tag, why in source.catalog.skipped.items():
         logger.warning("Skipping %s: %s", tag, why)
-    histories = [_history(source, specs[kind], listed[kind]) for kind in kinds]
+    histories = [history_of(specs[kind], listed[kind],
+                            stages=stage_records(source, specs[kind])) for kind in kinds]
     data_by_tag = {info.tag: info for info in listed["data"] if info.tag}
     lineage = [LineageLink(str(info.version), info.data_version,
                            data_by_tag.get(info.data_version or ""))
@@ -173,11 +174,13 @@ def build_report(source: VersionSource, kinds: Sequence[Kind]) -> Report:
     return Report(source.team, source.model, histories, lineage)
 
 
-def _history(source: VersionSource, spec: ArtifactSpec, versions: list[VersionInfo]) -> History:
+def history_of(spec: ArtifactSpec, versions: list[VersionInfo], *,
+               stages: StageRecords | None = None) -> History:
+    """The history of ``spec``'s ``versions`` (oldest first) with their ``stages``."""
     return History(kind=spec.kind, artifact=spec.name, tree=spec.tree, versions=versions,
                    series=_metric_series(versions) if spec.records_metrics
                    else _data_series(versions),
-                   stages=stage_records(source, spec),
+                   stages=stages or StageRecords(),
                    file_steps=_file_steps(versions) if spec.tree else [])
 
 

@@ -88,8 +88,8 @@ def line_chart(name: str, versions: Sequence[str], values: Sequence[float | None
                                 title=f"{versions[i]}  {name} = {labels[i]}"))
     parts.append("</g>")
     present = [i for i, v in enumerate(values) if v is not None]
-    keep = {present[-1], max(present, key=lambda i: values[i] or 0.0),
-            min(present, key=lambda i: values[i] or 0.0), *(m.index for m in marks)}
+    keep = [present[-1], max(present, key=lambda i: values[i] or 0.0),
+            min(present, key=lambda i: values[i] or 0.0), *(m.index for m in marks)]
     shown = thinned(count, spacing=46, width=PLOT_W, keep=keep)
     parts.append('<g class="values">')
     for i in sorted(shown):
@@ -142,7 +142,7 @@ def _version_labels(versions: Sequence[str], marks: Sequence[StageMark],
         return [f'<text x="{num(x_of(i))}" y="{base + 18}" text-anchor="middle" '
                 f'class="version">{text(v)}</text>' for i, v in enumerate(versions)]
     shown = thinned(count, spacing=17, width=PLOT_W,
-                    keep={0, count - 1, *(m.index for m in marks)})
+                    keep=[count - 1, 0, *(m.index for m in marks)])
     return [f'<text transform="translate({num(x_of(i))},{base + 14}) rotate(-40)" '
             f'text-anchor="end" class="version">{text(versions[i])}</text>'
             for i in sorted(shown)]

@@ -98,12 +98,11 @@ def nice_ticks(low: float, high: float, count: int = 5, *, whole: bool = False
 
 def thinned(count: int, *, spacing: float, width: float, keep: Iterable[int] = ()) -> set[int]:
     """Which of ``count`` evenly spread labels to show when each needs ``spacing`` pixels of
-    ``width``: every k-th one, plus those in ``keep`` (the last, the best, a stage's), leaving
-    out regular ones that would crowd a kept one."""
+    ``width``: those in ``keep`` first (in its order: the last, the best, a stage's), then
+    every k-th one, each only where it crowds none already chosen."""
     every = max(1, math.ceil(count * spacing / max(width, 1.0)))
-    kept = {i for i in keep if 0 <= i < count}
-    chosen = set(kept)
-    for i in range(0, count, every):
-        if all(abs(i - j) >= every for j in kept):
-            chosen.add(i)
-    return chosen
+    chosen: list[int] = []
+    for i in [*keep, *range(0, count, every)]:
+        if 0 <= i < count and all(abs(i - j) >= every for j in chosen):
+            chosen.append(i)
+    return set(chosen)
