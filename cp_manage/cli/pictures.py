@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cp_manage.cli import output
-from cp_manage.formatting import human_size, metric_text
 
 if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
@@ -93,16 +92,9 @@ def write_and_say(manager: CheckpointManager | CombinedCheckpointsManage,
     output.info(str(path))
 
 
-def _label(series: Series, raw: Any) -> str:
-    if raw is None:
-        return "-"
-    return human_size(raw) if series.unit == "bytes" and isinstance(raw, int) else \
-        metric_text(raw)
-
-
 def series_rows(history: History, series: list[Series]) -> list[list[str]]:
     """One row per version: its name, each series' value as ``list`` writes it, its stages."""
-    return [[str(info.version), *(_label(s, s.raw[i]) for s in series),
+    return [[str(info.version), *(s.text(i) for s in series),
              ", ".join(history.current_stages(info.version)) or "-"]
             for i, info in enumerate(history.versions)]
 
@@ -162,7 +154,7 @@ def terminal_chart(history: History, series: list[Series], *, colour: bool) -> s
         step = 1.5 * count / max(width - 10, 1)  # a cell and a half right of the point
         for x, y in zip(xs, ys, strict=True):
             if x - 1 in labelled:
-                chart.draw(chart.text(x + step, y, _label(one, one.raw[x - 1])))
+                chart.draw(chart.text(x + step, y, one.text(x - 1)))
     figure.plot_size(width, panel * len(series))
     text: str = figure.build().string(colorless=not colour)
     current = history.stages.current

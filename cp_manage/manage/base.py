@@ -263,10 +263,7 @@ class CheckpointManager(VersionTagging):
             LocalFileError: ``output`` cannot be written.
         """
         enable_verbose(verbose)
-        path = caller_path(output)
-        write_report(self.report(), path)
-        logger.info("Wrote the %s report to %s", self.kind, path)
-        return path
+        return write_report(self.report(), caller_path(output))
 
     def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
         spec = source.spec(self.kind)

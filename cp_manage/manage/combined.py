@@ -316,10 +316,7 @@ class CombinedCheckpointsManage:
             LocalFileError: ``output`` cannot be written.
         """
         enable_verbose(verbose)
-        path = caller_path(output)
-        write_report(self.report(), path)
-        logger.info("Wrote the model and data report to %s", path)
-        return path
+        return write_report(self.report(), caller_path(output))
 
 
 def _release_failed(names: tuple[str, str], error: CPVError) -> CPVError:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from cp_manage import __version__
 from cp_manage.artifacts import VersionInfo, is_finite_number
 from cp_manage.errors import UnknownMetricError
+from cp_manage.formatting import human_size, metric_text
 from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.compare import entries_from_metadata, file_changes
 from cp_manage.manage.repository import utc_now
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FileStep", "History", "LineageLink", "Report", "Series", "StageEvent",
            "StageRecords", "build_report", "history_of", "stage_records"]
+
 
 @dataclass(frozen=True)
 class StageEvent:
@@ -59,7 +61,6 @@ def stage_records(source: VersionSource, spec: ArtifactSpec) -> StageRecords:
     per promote or demote in the order of their sequence numbers, and ``current`` from the
     same reader (the last assignment of each stage wins).
     """
-    del source, spec  # read by the stage reader once it exists (see above)
     return StageRecords()
 
 
@@ -76,6 +77,14 @@ class Series:
     @property
     def points(self) -> int:
         return sum(value is not None for value in self.values)
+
+    def text(self, index: int) -> str:
+        """The value of version ``index`` as ``cpv model list`` writes it (``-`` for none)."""
+        raw = self.raw[index]
+        if raw is None:
+            return "-"
+        return human_size(raw) if self.unit == "bytes" and isinstance(raw, int) else \
+            metric_text(raw)
 
 
 @dataclass(frozen=True)

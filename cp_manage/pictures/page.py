@@ -9,6 +9,7 @@ them (``cp_manage.formatting``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from cp_manage.manage.history import FileStep, History, Report, Series
 from cp_manage.pictures.chart import StageMark, line_chart
 from cp_manage.pictures.svg import marker, style, text
 from cp_manage.pictures.timeline import stage_timeline
+
+logger = logging.getLogger(__name__)
 
 OPEN_FILE_STEPS = 3
 """How many of the latest file changes are shown unfolded."""
@@ -78,13 +81,16 @@ footer { margin-top: 3rem; color: var(--muted); font-size: .85rem; }
 """
 
 
-def write_report(report: Report, path: Path) -> None:
-    """Write ``report`` to ``path`` as one HTML file (through a temporary file and a rename).
+def write_report(report: Report, path: Path) -> Path:
+    """Write ``report`` to ``path`` as one HTML file (through a temporary file and a rename);
+    returns ``path``.
 
     Raises:
         LocalFileError: the folder cannot be written (full, read-only, not permitted).
     """
     atomic_write_bytes(path, render_report(report).encode("utf-8"))
+    logger.info("Wrote the report of %s/%s to %s", report.team, report.model, path)
+    return path
 
 
 def render_report(report: Report) -> str:
@@ -146,12 +152,6 @@ def _fmt(series: Series) -> Callable[[float], str]:
     return metric_text
 
 
-def _label(series: Series, raw: object) -> str:
-    if series.unit == "bytes" and isinstance(raw, int):
-        return human_size(raw)
-    return "-" if raw is None else metric_text(raw)
-
-
 def _stage_marks(history: History) -> list[StageMark]:
     marks = []
     for i, info in enumerate(history.versions):
@@ -164,7 +164,7 @@ def _stage_marks(history: History) -> list[StageMark]:
 def _figure(history: History, series: Series, index: int, names: list[str],
             marks: list[StageMark]) -> str:
     look = style(index)
-    labels = [_label(series, raw) for raw in series.raw]
+    labels = [series.text(i) for i in range(len(series.raw))]
     legend = marker(look.marker, 7, 7, 5, title=series.name, css_class="legend")
     key = (f'<svg width="14" height="14" viewBox="0 0 14 14" aria-hidden="true">'
            f'<g fill="{look.colour}">{legend}</g></svg>')
