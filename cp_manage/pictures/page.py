@@ -100,7 +100,7 @@ def render_report(report: Report) -> str:
     body = [f"<header><h1>{text(report.team)} / {text(report.model)}</h1>",
             f'<p class="meta">{text(kinds.capitalize())} versions, built from git alone at '
             f"{text(report.generated_at)} by cpv {text(report.cpv_version)}.</p>",
-            "<nav>" + " ".join(_nav(h) for h in report.histories)
+            "<nav>" + " ".join(_nav(h) for h in report.histories if h.versions)
             + ' <a href="#lineage">Lineage</a></nav></header>']
     for history in report.histories:
         body += _history_sections(history)
