@@ -12,9 +12,10 @@ and every timed transfer starts once the disk and the S3 server are quiet.
 Sections (``--only`` picks some, repeatable): ``model`` (one file of --size-mib against md5 +
 boto3 and plain DVC), ``list`` (listing many versions, ``cpv --help``), ``data`` (many small
 files: first upload against ``dvc add`` + ``dvc push -j 16``, a fresh download against a fresh
-``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed) and ``folder`` (a checkpoint
+``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed), ``folder`` (a checkpoint
 folder of 4 shards and 5 JSON files against md5 + a parallel boto3 transfer; only where cpv has
-folder artifacts, ``cpv init --artifact``).
+folder artifacts, ``cpv init --artifact``) and ``report`` (``cpv model report`` of 300 versions,
+tagged straight into git with cpv's metadata).
 
 Prints the median of each step, peak memory of cpv's transfers, the ratios and whether each
 target of issues 5 and 12 holds; exits 1 when one does not.
@@ -47,7 +48,7 @@ from servers import SeaweedS3  # noqa: E402
 BIN = Path(sys.executable).parent
 CPV = [sys.executable, "-m", "cp_manage.cli.app"]
 BUCKET = "bench"
-SECTIONS = ("model", "list", "data", "folder")
+SECTIONS = ("model", "list", "data", "folder", "report")
 PULL_JOBS = "16"
 """``dvc push -j`` / ``dvc pull -j`` of the plain DVC workflow the dataset is compared to."""
 FOLDER_SHARDS = 4
@@ -532,6 +533,29 @@ def bench_folder(bench: Bench) -> list[Check]:
     ]
 
 
+def bench_report(bench: Bench) -> list[Check]:
+    """``cpv model report`` of 300 versions (issue 16: under 2 s), the whole command."""
+    from report_helpers import synthetic_versions, write_versions
+
+    from cp_manage import ModelsCheckpointsManage
+
+    work, env, results = bench.work, bench.env, bench.results
+    many = work / "report-300"
+    os.environ.update({k: env[k] for k in ("HOME", "CPV_HOME", "GIT_CONFIG_GLOBAL",
+                                           "GIT_CONFIG_NOSYSTEM")})
+    manager = ModelsCheckpointsManage(team_name="bench", model_name="report-300",
+                                      repo_path=many)
+    manager.import_model_init(storage_url=str(work / "report-300-storage"))
+    (many / "model.bin").write_bytes(b"weights")
+    commit = manager.upload_model_checkpoint(metrics={"accuracy": 0.5})
+    write_versions(many, synthetic_versions(300, team="bench", model="report-300"),
+                   commit=commit)
+    out = work / "report-300.html"
+    results["cpv_report_300"] = median_of(bench.args.runs, lambda i: timed(
+        lambda: run([*CPV, "model", "report", "-o", str(out)], cwd=many, env=env)))
+    return [("report of 300 versions < 2 s", results["cpv_report_300"], 2.0)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -577,7 +601,7 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         bench = Bench(args, work, s3, env, s3.client(read_timeout=600))
         sections_run = {"model": bench_model, "list": bench_list, "data": bench_data,
-                        "folder": bench_folder}
+                        "folder": bench_folder, "report": bench_report}
         for name in sections:
             checks += sections_run[name](bench)
 
