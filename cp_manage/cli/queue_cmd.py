@@ -1,9 +1,9 @@
-"""``cpv model pending`` and ``cpv model flush``: the background queue."""
+"""``cpv model pending``, ``cpv model flush`` and ``cpv model watch``: the background queue."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,7 @@ from cp_manage.cli import output
 if TYPE_CHECKING:
     from cp_manage.manage.models import ModelsCheckpointsManage
     from cp_manage.manage.queue import Completed, QueueEntry
+    from cp_manage.manage.watch import WatchEvent
 
 _repo_option = click.option("--repo", type=click.Path(file_okay=False),
                             help="The repository (default: the one holding the current "
@@ -78,7 +79,78 @@ def flush(repo: str | None) -> None:
         output.info(f"Completed {len(finished)} queued upload(s); nothing waits in the queue.")
 
 
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    return output.format_metrics(metrics) if metrics else "no metrics"
+
+
+def _print_event(event: WatchEvent) -> None:
+    name = event.checkpoint.name
+    if event.kind == "queued":
+        output.info(f"queued    {name}  {_metrics_text(event.checkpoint.metrics)}")
+    elif event.kind == "versioned":
+        output.success(f"{event.detail[:10]:<9} {name}")
+    elif event.kind == "failed":
+        output.warning(f"{name} was not versioned: {event.detail}")
+    else:
+        output.info(f"{event.kind:<9} {name}: {event.detail}")
+
+
+@click.command(help="Version each new checkpoint a training run writes under DIR, in step "
+               "order, each once: Hugging Face Trainer checkpoint-N/ folders (once "
+               "trainer_state.json is there; metrics: the latest eval_* values, step, epoch) "
+               "and Lightning *.ckpt files (metrics from the name, e.g. "
+               "epoch=2-step=300-val_loss=0.12.ckpt), or what --pattern matches. Runs until "
+               "Ctrl-C or SIGTERM (the upload under way finishes first), or with --once until "
+               "what is there now is versioned.")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.option("--pattern", metavar="GLOB", help="Take the files or folders matching GLOB "
+              "(relative to DIR, e.g. 'step_*' or '**/*.pt') instead.")
+@click.option("--tag/--no-tag", default=True, show_default=True,
+              help="Give each checkpoint the next version (else upload without one).")
+@click.option("--once", is_flag=True, help="Version what is there now, then exit.")
+@click.option("--settle", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Take a checkpoint once nothing in it changed for this "
+              "long.")
+@click.option("--metrics-file", metavar="NAME", help="A JSON file inside each folder "
+              "checkpoint holding its metrics.")
+@_repo_option
+@click.pass_context
+def watch(ctx: click.Context, directory: str, pattern: str | None, tag: bool, once: bool,
+          settle: float, metrics_file: str | None, repo: str | None) -> None:
+    from cp_manage.interrupts import Interruption
+    from cp_manage.manage.watch import Watcher
+
+    manager = _manager(repo)
+    folder = Path(directory).absolute()
+    uploads = manager.background()
+    watcher: Watcher | None = None
+    try:
+        watcher = Watcher(manager, uploads, folder, pattern=pattern, tag=tag, settle=settle,
+                          metrics_file=metrics_file, on_event=_print_event)
+        if not once:
+            output.info(f"Watching {folder} (Ctrl-C to stop)")
+        watcher.run(once=once)
+    except Interruption as stop:
+        left = uploads.stop()  # the upload under way finishes; the rest stays queued
+        versioned = 0
+        if watcher is not None:
+            watcher.report()
+            versioned = watcher.versioned
+        waiting = (f"{len(left)} upload(s) wait in the queue ('cpv model flush' completes "
+                   "them)" if left else "nothing waits in the queue")
+        output.info(f"Stopped by {stop.signal_name}: {versioned} checkpoint(s) "
+                    f"versioned; {waiting}.")
+        ctx.exit(stop.exit_code)
+    except BaseException:
+        uploads.stop()
+        raise
+    left = uploads.pending()
+    assert watcher is not None
+    output.info(f"Versioned {watcher.versioned} checkpoint(s) of {folder}; " + (
+        f"{len(left)} upload(s) wait in the queue." if left else "nothing waits in the queue."))
+
+
 def register(group: click.Group) -> None:
     """Add the queue's commands to the ``model`` group."""
-    for command in (pending, flush):
+    for command in (pending, flush, watch):
         group.add_command(command)
