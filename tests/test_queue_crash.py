@@ -137,3 +137,13 @@ def test_an_upload_pushed_before_the_kill_is_not_made_again_after_a_teammate_pus
     assert [(i.version, i.metrics) for i in assert_versions] == [
         ("v0.1", {"epoch": 1}), ("v0.2", {"epoch": 2}), ("v0.3", {"epoch": 3})]
     assert assert_versions[0].md5 == EPOCH_MD5[1]
+
+
+def test_a_program_that_never_closes_still_finishes_its_uploads(repo: ModelRepo) -> None:
+    script = ("import sys\nfrom cp_manage import ModelsCheckpointsManage\n"
+              "uploads = ModelsCheckpointsManage(repo_path=sys.argv[1]).background()\n"
+              "for epoch in (1, 2, 3):\n"
+              "    open(sys.argv[1] + '/model.bin', 'wb').write(bytes([epoch]) * 3000)\n"
+              "    uploads.submit(metrics={'epoch': epoch}, message=f'epoch {epoch}')\n")
+    subprocess.run([sys.executable, "-c", script, str(repo.root)], check=True, timeout=TIMEOUT)
+    assert_three_versions_once(repo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +122,7 @@ def watch(ctx: click.Context, directory: str, pattern: str | None, tag: bool, on
     from cp_manage.manage.watch import Watcher
 
     manager = _manager(repo)
-    folder = Path(directory).absolute()
+    folder = Path(os.path.abspath(directory))
     uploads = manager.background()
     watcher: Watcher | None = None
     try:

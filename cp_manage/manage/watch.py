@@ -144,7 +144,7 @@ def _tree_state(path: Path) -> tuple[str, int]:
 
 def checkpoint_key(path: Path, signature: str) -> str:
     """What identifies a checkpoint across restarts: its path and its files' sizes and times."""
-    return hashlib.sha256(f"{path.absolute()}\0{signature}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{os.path.realpath(path)}\0{signature}".encode()).hexdigest()[:24]
 
 
 def find_checkpoints(directory: Path, *, tree: bool, pattern: str | None = None,
@@ -283,6 +283,8 @@ class Watcher:
                            hint="Pass the folder the training run writes its checkpoints to.")
         if settle < 0:
             raise CPVError(f"settle must be 0 or more seconds, not {settle}")
+        # Resolved, so a checkpoint's key is the same whichever way a restart names the folder.
+        directory = Path(os.path.realpath(directory))
         self.manager, self.uploads, self.directory = manager, uploads, directory
         self.pattern, self.tag, self.settle = pattern, tag, settle
         self.metrics_file = metrics_file

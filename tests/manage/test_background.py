@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from artifact_helpers import file_bytes, init_folder_repo
+from filelock import FileLock, Timeout
 from helpers import ModelRepo, overwrite_in_place, storage_object
 
 from cp_manage import InvalidVersionError
@@ -194,3 +195,24 @@ def test_an_explicit_limit_holds_one_upload_at_a_time(repo: ModelRepo, paused: P
         paused.unlink()
         blocked.join(timeout=120)
     assert events == ["done 1", "submitted 2"]
+
+
+def test_ctrl_c_in_the_block_finishes_the_upload_under_way_and_keeps_the_rest(
+        repo: ModelRepo, paused: Path) -> None:
+    manager = repo.manager
+    with pytest.raises(KeyboardInterrupt), manager.background(max_pending_bytes=10**9) as up:
+        for n in (1, 2):
+            repo.write_model(seed=n)
+            up.submit(metrics={"n": n})
+        lock = FileLock(str(repo.root / ".git" / "cpv" / "queue" / "flush.lock"))
+        while True:  # until the worker is inside upload 1 (it holds the flush lock)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                break
+            lock.release()
+            time.sleep(0.05)
+        threading.Timer(0.5, paused.unlink).start()
+        raise KeyboardInterrupt
+    assert manager.read_checkpoint_tag() == ["v0.1"]
+    assert [e.metrics for e in manager.pending_uploads()] == [{"n": 2}]
