@@ -276,8 +276,10 @@ def _check_tag(manager: CheckpointManager, tag: object) -> TagRequest:
     Raises:
         InvalidVersionError, CPVError.
     """
-    if isinstance(tag, bool) or tag == "major":
-        return tag  # type: ignore[return-value]
+    if isinstance(tag, bool):
+        return tag
+    if tag == "major":
+        return "major"
     if not isinstance(tag, str):
         raise CPVError(f"tag must be True, False, 'major' or a version such as 'v1.0', not "
                        f"{tag!r}")

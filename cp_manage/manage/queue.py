@@ -260,8 +260,9 @@ def complete_entry(manager: CheckpointManager, entry: QueueEntry) -> str:
 def result_of_done(manager: CheckpointManager, entry: QueueEntry) -> str | None:
     """What an entry another flusher completed became (its version, or its commit), or None
     when its commit is not in HEAD's history (the entry was dropped)."""
-    manager.repo.sync()
-    commit = commit_with_trailer(manager.repo, ENTRY_TRAILER, entry.id)
+    with manager.repo.locked():
+        manager.repo.sync()
+        commit = commit_with_trailer(manager.repo, ENTRY_TRAILER, entry.id)
     if commit is None:
         return None
     if entry.tag is False:

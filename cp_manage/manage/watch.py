@@ -34,12 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cp_manage.errors import (
-    ArtifactNotFoundError,
-    CPVError,
-    InvalidDatasetError,
-    RemoteError,
-)
+from cp_manage.errors import ArtifactNotFoundError, CPVError, InvalidDatasetError
 from cp_manage.manage.queue import SOURCE_TRAILER, UploadQueue
 
 if TYPE_CHECKING:
@@ -229,14 +224,10 @@ def pattern_step(stem: str) -> int | None:
 
 
 def submitted_keys(manager: ModelsCheckpointsManage) -> set[str]:
-    """The keys of every checkpoint already submitted: in the queue, or in HEAD's history."""
+    """The keys of every checkpoint already submitted: in the queue, or in HEAD's history
+    (which holds every upload this clone made)."""
     repo = manager.repo
     keys = {entry.source_key for entry in UploadQueue(repo).entries() if entry.source_key}
-    try:
-        repo.sync()
-    except RemoteError as e:
-        logger.warning("Could not bring in the git remote's history (%s); checking the "
-                       "local history only", e.message)
     if repo.git.head() is not None:
         prefix = f"{SOURCE_TRAILER}: "
         for line in repo.git.out("log", "--format=%B", "-F", f"--grep={prefix}",

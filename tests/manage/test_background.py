@@ -216,3 +216,28 @@ def test_ctrl_c_in_the_block_finishes_the_upload_under_way_and_keeps_the_rest(
         raise KeyboardInterrupt
     assert manager.read_checkpoint_tag() == ["v0.1"]
     assert [e.metrics for e in manager.pending_uploads()] == [{"n": 2}]
+
+
+def test_uploads_another_flusher_completed_resolve_their_futures(repo: ModelRepo) -> None:
+    from cp_manage.manage.queue import UploadQueue, complete_entry
+
+    other = type(repo.manager)(repo_path=repo.root)  # e.g. 'cpv model flush' elsewhere
+    queue = UploadQueue(other.repo)
+    lock = FileLock(str(queue.folder / "flush.lock"))
+    queue.folder.mkdir(parents=True, exist_ok=True)
+    lock.acquire()  # the other flusher holds the queue: this worker waits
+    try:
+        uploads = repo.manager.background(max_pending_bytes=10**9)
+        futures = []
+        for n in (1, 2):
+            repo.write_model(seed=n)
+            futures.append(uploads.submit(metrics={"n": n}, tag=n == 1))
+        for entry in queue.entries():
+            complete_entry(other, entry)
+            queue.remove(entry)
+    finally:
+        lock.release()
+    uploads.close()
+    assert futures[0].result() == "v0.1"
+    assert futures[1].result() == repo.head()
+    assert repo.manager.read_checkpoint_tag() == ["v0.1"]
