@@ -92,7 +92,7 @@ class BackgroundUploads:
         Args:
             model_path: a file or folder anywhere (relative to the current directory); default
                 the workspace artifact. It may be overwritten or deleted once this returns.
-            metrics: a JSON object of finite values (NaN and ±inf allowed) for this version.
+            metrics: a JSON object (NaN and ±inf allowed) describing this checkpoint.
             message: the commit message; the version carries it.
             tag: True for the next minor version, ``"major"``, a version such as ``"v2.0"``,
                 or False for an upload without a version.
