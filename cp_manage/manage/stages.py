@@ -342,19 +342,21 @@ class StageLog:
         return sorted({e.stage for e in self.events if e.stage is not None})
 
     def at(self, when: datetime) -> dict[str, StageEvent]:
-        """The stages as they were at ``when``: after the last event (in sequence order) made
-        at or before it, and every event before that one.
+        """The stages as they were at ``when`` (naive means UTC): after the events, in sequence
+        order, up to the first one made later than ``when``.
 
         Timestamps come from the clocks of the machines that made the events, so they need not
-        grow with the sequence; taking a prefix of the sequence gives a state that existed.
+        grow with the sequence; a prefix of the sequence is a state that existed, and no event
+        stamped later than ``when`` counts.
         """
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         upto = 0
         for event in self.events:
             made = event.when
-            if made is not None and made <= when:
-                upto = event.seq
+            if made is not None and made > when:
+                break
+            upto = event.seq
         return self.current(upto=upto)
 
 
