@@ -328,6 +328,19 @@ class StageRegistry:
         """Each retired version → the event that retired it."""
         return self.stage_log(verbose=verbose).retired()
 
+    def describe_version(self, version: str | None = None, *,
+                         verbose: bool = False) -> ListEntry:
+        """``metadata(version)`` with the stages holding the version and, when retired, the
+        event that retired it (read fresh from the git remote)."""
+        enable_verbose(verbose)
+        source = self.version_source()
+        spec = source.spec(self.kind)
+        log = read_log(source, spec, fetch=True)
+        info = resolve_reference(source, spec, version, log=log)[1]
+        name = str(info.version)
+        return ListEntry(info, log.stages_of(name) if info.version else [],
+                         log.retired().get(name))
+
     def list_entries(self, *, all: bool = False, sort: str | None = None,
                      descending: bool = False, verbose: bool = False) -> list[ListEntry]:
         """The versions, oldest first, with their stages; retired ones only with ``all``, which
