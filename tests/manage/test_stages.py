@@ -190,6 +190,11 @@ def test_retired_versions_are_hidden_and_cannot_be_promoted(repo: ModelRepo) -> 
     assert git("tag", "-l", "v0.1", cwd=repo.remote) == "v0.1"  # its tag stays
     assert manager.get_model_metadata("v0.1")["version"] == "v0.1"
     assert list(retired(manager.repo, MODEL_SPEC)) == ["v0.1"]
+    # Without a clone, no version means the latest one that is not retired.
+    manager.retire("v0.3")
+    reader = ModelsCheckpointsManage(team_name=TEAM, model_name=MODEL,
+                                     repo_path=repo.root.parent / "no-clone")
+    assert reader.metadata().version == "v0.2"
 
 
 def test_best_by_a_metric(repo: ModelRepo) -> None:
