@@ -74,6 +74,28 @@ class VersionNotFoundError(CPVError, LookupError):
         self.version = version
 
 
+class StageNotFoundError(CPVError, LookupError):
+    """A stage holds no version (it never did, or it was demoted)."""
+
+    def __init__(self, stage: str, *, known: dict[str, str], kind: str = "model",
+                 demoted: bool = False) -> None:
+        listing = ", ".join(f"{name} ({version})" for name, version in known.items())
+        hint = (f"Stages holding a {kind} version: {listing}." if listing else
+                f"No stage holds a {kind} version now.") + (
+            f" Promote one with 'cpv {kind} promote VERSION {stage}'.")
+        what = "holds no" if demoted else "is not a stage of any"
+        super().__init__(f"{stage} {what} {kind} version", hint=hint)
+        self.stage = stage
+
+
+class RetiredVersionError(CPVError, ValueError):
+    """The version was retired: it cannot be promoted, and is no longer offered."""
+
+
+class AmbiguousCommitError(CPVError, LookupError):
+    """A short commit hash names several commits."""
+
+
 class NotARepositoryError(CPVError, FileNotFoundError):
     """The path is not inside a cpv (git + DVC) repository."""
 

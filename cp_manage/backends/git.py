@@ -161,6 +161,38 @@ class Git:
         result = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
         return result.stdout if result.returncode == 0 else None
 
+    def show_many(self, revpaths: list[str]) -> list[bytes | None]:
+        """The bytes of each ``rev:path`` (None where absent), in one git call."""
+        if not revpaths:
+            return []
+        raw = self.run("cat-file", "--batch", input_bytes="".join(
+            f"{item}\n" for item in revpaths).encode()).stdout
+        found: list[bytes | None] = []
+        at = 0
+        for _ in revpaths:
+            end = raw.index(b"\n", at)
+            header = raw[at:end].split()
+            at = end + 1
+            if len(header) == 3 and header[1] != b"missing":
+                size = int(header[2])
+                found.append(raw[at:at + size] if header[1] == b"blob" else None)
+                at += size + 1
+            else:
+                found.append(None)
+        return found
+
+    def commits_by_prefix(self, prefix: str) -> list[str]:
+        """The commits whose hash starts with ``prefix`` (at least 4 hex digits); refs of that
+        name are not consulted."""
+        candidates = self.run("rev-parse", f"--disambiguate={prefix}", check=False
+                              ).stdout.decode().split()
+        if not candidates:
+            return []
+        types = self.run("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                         input_bytes="".join(f"{c}\n" for c in candidates).encode()).stdout
+        return [line.split()[0] for line in types.decode().splitlines()
+                if line.endswith(" commit")]
+
     def tags(self, pattern: str) -> list[TagRecord]:
         """Every annotated tag matching ``pattern`` with its message, in one git call."""
         fmt = "%(refname:strip=2)%00%(*objectname)%00%(taggerdate:iso-strict)%00%(contents)%00%00"

@@ -29,6 +29,7 @@ from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.models import ModelsCheckpointsManage
+from cp_manage.manage.references import resolve_reference
 from cp_manage.manage.repository import Repository, is_lost_race
 from cp_manage.manage.workspace import restore_and_commit
 from cp_manage.pictures.page import write_report
@@ -232,14 +233,15 @@ class CombinedCheckpointsManage:
         repo = self.repo
         with repo.locked():
             repo.sync()
-            model_commit, model_info = repo.resolve(repo.model_spec, tag)
+            model_commit, model_info = resolve_reference(repo, repo.model_spec, tag)
             data_commit, data_info = self._data_of(repo, model_commit, model_info)
             restores = [self.models.plan_restore(model_commit, model_info, force=force),
                         self.data.plan_restore(data_commit, data_info, force=force)]
+            name = model_info.tag or model_commit[:10]
             new = restore_and_commit(
-                repo, restores, f"Revert model to {model_info.tag} and data to "
+                repo, restores, f"Revert model to {name} and data to "
                 f"{data_info.tag or 'its training data'}", progress=progress or self.progress)
-            logger.info("Reverted model and data to %s", model_info.tag)
+            logger.info("Reverted model and data to %s", name)
             return new
 
     revert_checkpoint = revert_model_and_data
@@ -281,7 +283,7 @@ class CombinedCheckpointsManage:
         """
         enable_verbose(verbose)
         source = self.models.version_source()
-        model_commit, model_info = source.resolve(source.spec("model"), tag)
+        model_commit, model_info = resolve_reference(source, source.spec("model"), tag)
         try:
             data_info: VersionInfo | None = self._data_of(source, model_commit, model_info)[1]
         except NothingToDoError:

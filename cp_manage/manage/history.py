@@ -22,6 +22,7 @@ from cp_manage.formatting import human_size, metric_text
 from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.compare import entries_from_metadata, file_changes
 from cp_manage.manage.repository import utc_now
+from cp_manage.manage.stages import read_log
 from cp_manage.spec import ArtifactSpec
 from cp_manage.versions import Kind
 
@@ -53,15 +54,14 @@ class StageRecords:
 
 
 def stage_records(source: VersionSource, spec: ArtifactSpec) -> StageRecords:
-    """The stages of ``spec``'s versions, read from git alone.
-
-    The one place the report learns about stages. Stage assignments are annotated tags (issue
-    14, promote / demote); until their reader is part of cpv this returns no stages. To wire
-    it: read the stage tags of ``spec`` from ``source`` (its ``catalog``), one ``StageEvent``
-    per promote or demote in the order of their sequence numbers, and ``current`` from the
-    same reader (the last assignment of each stage wins).
-    """
-    return StageRecords()
+    """The stages of ``spec``'s versions, read from git alone: the promote and demote tags
+    (``cpv model promote``), in the order of their sequence numbers, and each stage's version
+    now (the last assignment wins). Retirements are not stage assignments and are left out."""
+    log = read_log(source, spec)
+    events = [StageEvent(event.stage, event.version if event.action == "promote" else None,
+                         event.created_at, event.author, event.message)
+              for event in log.events if event.stage is not None]
+    return StageRecords(events, log.stages())
 
 
 @dataclass(frozen=True)

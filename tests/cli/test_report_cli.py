@@ -59,7 +59,7 @@ class Six:
 @pytest.fixture(scope="module")
 def six(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Six]:
     """v0.1 ... v0.6 with accuracy and loss; v0.1-v0.3 trained on data/v0.1, v0.4-v0.6 on
-    data/v0.2."""
+    data/v0.2; production v0.3 then v0.6, staging v0.5."""
     root = tmp_path_factory.mktemp("six")
     with pytest.MonkeyPatch.context() as mp:
         env = isolate_environment(mp, root / "env")
@@ -76,6 +76,9 @@ def six(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Six]:
             repo.manager.upload(metrics={"accuracy": accuracy, "loss": loss},
                                 message=f"epoch {n}")
             repo.manager.tag()
+        repo.manager.promote("v0.3", "production", message="first release")
+        repo.manager.promote("v0.5", "staging")
+        repo.manager.promote("v0.6", "production", message="A/B test won")
         yield Six(repo, env["cpv_home"])
 
 
@@ -169,8 +172,9 @@ def test_the_report_without_a_clone_is_the_clones(six: Six, elsewhere: Path,
 
 def test_plot_prints_plain_numbers_when_not_on_a_terminal(six: Six) -> None:
     shown = run_cpv("model", "plot", "loss", "accuracy", cwd=six.repo.root).stdout
+    stages = {5: "staging", 6: "production"}
     assert shown.splitlines() == ["version  loss  accuracy  stages"] + [
-        f"v0.{n}     {loss:<4}  {acc:<8}  -".rstrip()
+        f"v0.{n}     {loss:<4}  {acc:<8}  {stages.get(n, '-')}".rstrip()
         for n, (loss, acc) in enumerate(zip(LOSS, ACCURACY, strict=True), start=1)]
     data = run_cpv("data", "plot", "files", "size", cwd=six.repo.root).stdout
     size = sum(len(content) for content in SEED_DATASET.values())
@@ -183,7 +187,8 @@ def test_plot_json_gives_the_series(six: Six, elsewhere: Path) -> None:
     shown = json.loads(run_cpv("model", "plot", "accuracy", "--json", *NO_CLONE,
                                cwd=elsewhere).stdout)
     assert shown == {"kind": "model", "versions": [f"v0.{n}" for n in range(1, 7)],
-                     "series": {"accuracy": ACCURACY}, "stages": {}}
+                     "series": {"accuracy": ACCURACY},
+                     "stages": {"production": "v0.6", "staging": "v0.5"}}
 
 
 def test_plot_of_an_unknown_metric_names_the_known_ones(six: Six) -> None:
