@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cp_manage.backends.storage import object_key
+from cp_manage.backends.objects import object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cp_manage.backends.storage import object_key
+from cp_manage.backends.objects import object_key
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
