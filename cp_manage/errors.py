@@ -98,6 +98,18 @@ class PointerError(CPVError, ValueError):
     """A .dvc pointer file is corrupt, or names something it must not."""
 
 
+class InvalidObjectIdError(CPVError, ValueError):
+    """Text that should name a stored object (an md5, with ``.dir`` for a folder's listing) does
+    not. ``text`` is what was given."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(
+            f"{text!r} is not an object id (32 lowercase hex digits of an md5, plus '.dir' for "
+            "a folder's listing)",
+            hint="It came from a damaged pointer, listing or cache entry; run 'cpv doctor'.")
+        self.text = text
+
+
 class UnsavedChangesError(CPVError):
     """The working-tree artifact has changes that were never uploaded."""
 
