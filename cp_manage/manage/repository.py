@@ -33,6 +33,7 @@ from cp_manage.errors import (
     GitError,
     InvalidNameError,
     NotARepositoryError,
+    PushRejectedError,
     RemoteError,
     VersionNotFoundError,
 )
@@ -417,12 +418,9 @@ class Repository:
             ConcurrentModificationError: local and remote history diverged.
         """
         branch = self.branch()
-        try:
-            self.git.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}", "--tags")
-        except RemoteError as e:
-            if "couldn't find remote ref" in e.stderr:
-                return
-            raise
+        if not self.git.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}", "--tags",
+                              missing_ok=True):
+            return
         remote = self.git.rev_parse(f"refs/remotes/origin/{branch}")
         head = self.git.head()
         if remote is None or head == remote or (head and self.git.is_ancestor(remote, head)):
@@ -655,11 +653,18 @@ def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
 
 
+LOST_RACE_REASONS = ("fetch first", "non-fast-forward", "already exists", "stale info",
+                     "cannot lock ref")
+"""How git says a ref was refused because another writer updated it first (see
+``PushRejectedError.rejected``)."""
+
+
 def is_lost_race(error: CPVError) -> bool:
-    """Whether a push failed because another writer moved the branch or took a tag first."""
-    text = str(getattr(error, "stderr", "")).lower()
-    return any(s in text for s in ("non-fast-forward", "fetch first", "already exists",
-                                   "[rejected]", "stale info", "cannot lock ref"))
+    """Whether a push failed because another writer moved the branch or took a tag first:
+    refs were refused, each for one of ``LOST_RACE_REASONS`` (a hook's refusal is not a race).
+    """
+    return isinstance(error, PushRejectedError) and bool(error.rejected) and all(
+        reason.startswith(LOST_RACE_REASONS) for reason in error.rejected.values())
 
 
 def append_metrics(raw: bytes | None, metrics: dict[str, Any]) -> bytes:
