@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import git
+from helpers import bare_remote_with_clones, remote_refs
 
 from cp_manage.backends.git import Git, _rejection
 from cp_manage.errors import PushRejectedError, RemoteError
@@ -17,18 +17,8 @@ MAIN, V1, V2 = "refs/heads/main", "refs/tags/v1", "refs/tags/v2"
 
 def clone_pair(tmp_path: Path) -> tuple[Path, Git, Git]:
     """A bare remote with one commit on main, and two clones of it."""
-    remote = tmp_path / "remote.git"
-    git("init", "--quiet", "--bare", "--initial-branch=main", remote, cwd=tmp_path)
-    clones = []
-    for name in ("alice", "bob"):
-        git("clone", "--quiet", remote, name, cwd=tmp_path)
-        clones.append(Git(tmp_path / name))
-    alice, bob = clones
-    alice.run("commit", "--quiet", "--allow-empty", "-m", "start")
-    alice.push(f"HEAD:{MAIN}")
-    bob.fetch(f"+{MAIN}:refs/remotes/origin/main")
-    bob.run("reset", "--quiet", "--hard", "origin/main")
-    return remote, alice, bob
+    remote, clones = bare_remote_with_clones(tmp_path, "alice", "bob")
+    return remote, Git(clones[0]), Git(clones[1])
 
 
 def commit_and_tag(clone: Git, *tags: str) -> str:
@@ -38,11 +28,6 @@ def commit_and_tag(clone: Git, *tags: str) -> str:
     for tag in tags:
         clone.create_tag(tag.removeprefix("refs/tags/"), f"{tag} by {clone.root.name}\n", head)
     return head
-
-
-def remote_refs(remote: Path) -> dict[str, str]:
-    listing = git("for-each-ref", "--format=%(refname) %(objectname)", cwd=remote)
-    return dict(line.split(" ", 1) for line in listing.splitlines())
 
 
 def add_update_hook(remote: Path, script: str) -> None:
