@@ -210,11 +210,11 @@ class Repository:
                 self.cache.flush()  # nothing is recorded about an object before it is on disk
                 self.state.save()
 
-    # -- publishing (see ``publishing.Publisher``) ----------------------------------------------
-
     def branch(self) -> str:
         """The branch checked out (GitError when HEAD is detached)."""
         return self.publisher.branch()
+
+    # -- publishing (see ``publishing.Publisher``) ----------------------------------------------
 
     def sync(self) -> None:
         """Fetch the branch and tags; fast-forward when the remote is ahead."""
