@@ -16,6 +16,7 @@ from cp_manage.cli import output
 
 if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
+    from cp_manage.manage.combined import CombinedCheckpointsManage
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -315,13 +316,25 @@ def make_group(kind: str) -> click.Group:
         else:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
+    from cp_manage.cli import pictures
+
+    pictures.add_commands(group, kind, repo_option)
     return group
 
 
 def _default_download_dir(kind: str, manager: CheckpointManager, version: str | None,
                           model: str | None) -> Path:
-    """``./{model}-{version}``; beside the repository when the current directory is inside
-    its working tree (a download never lands in the working tree unasked)."""
+    """``./{model}-{version}``, or beside the repository (see ``default_place``)."""
+    folder, name = default_place(manager, model)
+    label = version or ("latest" if model else "HEAD")
+    return folder / f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
+
+
+def default_place(manager: CheckpointManager | CombinedCheckpointsManage,
+                  model: str | None) -> tuple[Path, str]:
+    """Where what cpv writes for the user goes without ``-o``, and the model's name: the current
+    directory, or beside the repository when the current directory is inside its working tree
+    (a download or a report never lands in the working tree unasked)."""
     from cp_manage.errors import NotARepositoryError
 
     try:
@@ -331,10 +344,8 @@ def _default_download_dir(kind: str, manager: CheckpointManager, version: str | 
             raise
         root = None  # no clone: fetched from the remotes
     name = model or manager.repo.model
-    label = version or ("latest" if model else "HEAD")
-    folder = f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
     here = Path.cwd()
-    return (root.parent if root is not None and here.is_relative_to(root) else here) / folder
+    return (root.parent if root is not None and here.is_relative_to(root) else here), name
 
 
 def _fmt(value: Any) -> str:

@@ -44,8 +44,9 @@ class VersionTagging:
         raise NotImplementedError
 
     def tag(self, version: str | None = None, *, major: bool = False,
-            message: str | None = None, verbose: bool = False) -> TagResult:
-        """Give HEAD's artifact a version and push the tag with its commit.
+            message: str | None = None, verbose: bool = False,
+            commit: str | None = None) -> TagResult:
+        """Give HEAD's artifact (or ``commit``'s) a version and push the tag with its commit.
 
         Tagging is idempotent: when HEAD already carries a version (a training script run
         twice), that version is returned and nothing is pushed; a version an interrupted run
@@ -56,6 +57,7 @@ class VersionTagging:
                 minor (or, with ``major``, the next major) version, or HEAD's version.
             message: the tag's message; without one, the version keeps the upload's message.
             verbose: log what happens at INFO level.
+            commit: the full hash of an upload of the current branch to tag instead of HEAD.
 
         Returns:
             A TagResult; ``.created`` is False when HEAD already was that version.
@@ -70,7 +72,7 @@ class VersionTagging:
         explicit = spec.parse(version) if version is not None else None
         with repo.locked():
             # The commit the user uploaded, even when teammates have pushed since.
-            head = repo.head_or_raise()
+            head = commit or repo.head_or_raise()
             # Checked before anything is pushed: a corrupt pointer must not reach the remote.
             info = self.version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
