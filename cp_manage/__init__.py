@@ -5,8 +5,7 @@ The public surface: the seed's manager classes, the artifacts they return, and t
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from cp_manage._version import __version__
 from cp_manage.artifacts import DataArtifacts, ModelArtifacts, VersionInfo
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (

@@ -120,6 +120,18 @@ class PointerError(CPVError, ValueError):
     """A .dvc pointer file is corrupt, or names something it must not."""
 
 
+class InvalidObjectIdError(CPVError, ValueError):
+    """Text that should name a stored object (an md5, with ``.dir`` for a folder's listing) does
+    not. ``text`` is what was given."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(
+            f"{text!r} is not an object id (32 lowercase hex digits of an md5, plus '.dir' for "
+            "a folder's listing)",
+            hint="It came from a damaged pointer, listing or cache entry; run 'cpv doctor'.")
+        self.text = text
+
+
 class UnsavedChangesError(CPVError):
     """The working-tree artifact has changes that were never uploaded."""
 
@@ -161,6 +173,31 @@ class GitError(CPVError):
 
 class RemoteError(GitError):
     """The git remote could not be reached or refused an update."""
+
+
+class PushRejectedError(RemoteError):
+    """A push reached the git remote (or got as far as git's own checks) and refs were refused.
+
+    The fields say what happened to each ref, in git's words:
+
+    - ``rejected``: ref → reason, for each ref refused for a cause of its own: ``fetch first``
+      or ``non-fast-forward`` (the branch moved on), ``already exists`` (the tag is taken),
+      ``stale info``, ``hook declined`` (a hook refused it: ``remote_said`` has its words), or
+      ``cannot lock ref '...': ...`` (another push changed it at the same moment);
+    - ``held_back``: refs not updated only because another ref of the same atomic push was
+      refused;
+    - ``accepted``: refs that landed (none, when the push was atomic);
+    - ``remote_said``: what the remote printed (its hooks' messages), one line each.
+    """
+
+    def __init__(self, message: str, *, rejected: dict[str, str], held_back: list[str],
+                 accepted: list[str], remote_said: list[str], command: list[str] | None = None,
+                 stderr: str = "", hint: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message, command=command, stderr=stderr, hint=hint, detail=detail)
+        self.rejected = rejected
+        self.held_back = held_back
+        self.accepted = accepted
+        self.remote_said = remote_said
 
 
 class StorageError(CPVError, OSError):

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cp_manage.backends.storage import object_key
+from cp_manage.backends.objects import ObjectId, object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
@@ -307,14 +307,14 @@ class LocalCache:
                 with contextlib.suppress(OSError):
                     os.unlink(target)
                 raise
-        if md5 == oid.removesuffix(".dir"):
+        if md5 == ObjectId(oid).md5:
             return True
         os.unlink(target)
         self.discard(oid)
         return False
 
     def verify(self, oid: str) -> bool:
-        return self.has(oid) and md5_file(self.path(oid)) == oid.removesuffix(".dir")
+        return self.has(oid) and md5_file(self.path(oid)) == ObjectId(oid).md5
 
     def discard(self, oid: str) -> None:
         with contextlib.suppress(FileNotFoundError):

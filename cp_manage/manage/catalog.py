@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.git import Git
 from cp_manage.backends.pointer import Pointer, parse_pointer

@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from cp_manage.backends.objects import ObjectId, is_object_id
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import CPVError
 from cp_manage.fsutil import md5_file
@@ -95,8 +96,8 @@ def _check_cache(repo: Repository, repair: bool) -> Finding:
                 if entry.name.startswith("."):
                     continue
                 count += 1
-                expected = prefix.name + entry.name.removesuffix(".dir")
-                if md5_file(entry) != expected:
+                oid = prefix.name + entry.name
+                if not is_object_id(oid) or md5_file(entry) != ObjectId(oid).md5:
                     corrupt.append(entry)
     if not corrupt:
         return Finding("cache", "passed", f"{count} cache entries match their md5")
@@ -207,7 +208,7 @@ def _check_storage(repo: Repository, repair: bool) -> Finding:
         lost = []
         for oid in sorted(missing):
             cached = repo.cache.path(oid)
-            if cached.is_file() and md5_file(cached) == oid.removesuffix(".dir"):
+            if cached.is_file() and md5_file(cached) == ObjectId(oid).md5:
                 repo.storage.upload(oid, cached)
             else:
                 lost.append(oid)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.artifacts import VersionInfo, is_finite_number
 from cp_manage.errors import UnknownMetricError
 from cp_manage.formatting import human_size, metric_text

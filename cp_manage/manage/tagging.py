@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.errors import CPVError, NothingToDoError, StorageError, VersionExistsError
 from cp_manage.manage.calls import enable_verbose
