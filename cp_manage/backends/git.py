@@ -243,6 +243,20 @@ class Git:
         self.run("tag", "--annotate", "--cleanup=verbatim", "--file=-", "--", name, commit,
                  input_bytes=message.encode())
 
+    def make_tag_object(self, name: str, message: str, commit: str) -> str:
+        """Write an annotated tag object for ``commit`` without any ref, and return its id.
+
+        Pushed as ``ID:refs/tags/NAME`` and then given the local ref, a tag exists locally only
+        once the remote holds it: a process killed in between leaves nothing to clean up.
+        """
+        ident = self.run("var", "GIT_COMMITTER_IDENT").stdout.decode().strip()
+        body = (f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}")
+        return self.run("hash-object", "-t", "tag", "-w", "--stdin",
+                        input_bytes=body.encode()).stdout.decode().strip()
+
+    def set_ref(self, ref: str, oid: str) -> None:
+        self.run("update-ref", ref, oid)
+
     def delete_tags(self, *names: str) -> None:
         if names:
             self.run("tag", "--delete", "--", *names, check=False)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeAlias
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.backends.git import Git, TagRecord
 from cp_manage.errors import (
     ConcurrentModificationError,
@@ -485,12 +485,11 @@ def append_event(repo: Repository, spec: ArtifactSpec, decide: Decide) -> tuple[
 
 
 def _push_event(repo: Repository, event: StageEvent) -> None:
-    """Create the event's tag and push it alone; on any failure no local tag remains."""
+    """Push the event's tag alone, then record it here: the tag object is written without a
+    ref, so a run killed at any point leaves no local tag the remote lacks."""
     assert event.commit is not None
+    ref = f"refs/tags/{event.tag}"
     with critical():  # a signal waits: the tag is then on the remote, or nowhere
-        repo.git.create_tag(event.tag, event.annotation(), event.commit)
-        try:
-            repo.git.push(f"refs/tags/{event.tag}")
-        except BaseException:
-            repo.git.delete_tags(event.tag)
-            raise
+        oid = repo.git.make_tag_object(event.tag, event.annotation(), event.commit)
+        repo.git.push(f"{oid}:{ref}")
+        repo.git.set_ref(ref, oid)
