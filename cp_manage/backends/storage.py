@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
@@ -23,6 +24,16 @@ from cp_manage.fsutil import Progress, atomic_output, copy_file_md5, explain_os_
 def object_key(oid: str) -> str:
     """The path of object ``oid`` below the remote's root."""
     return f"files/md5/{oid[:2]}/{oid[2:]}"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as storage lists it: its id, its size in bytes and when storage last wrote
+    it (seconds since the epoch: a file's mtime, an S3 object's LastModified)."""
+
+    oid: str
+    size: int
+    modified: float
 
 
 class Storage(Protocol):
@@ -52,6 +63,12 @@ class Storage(Protocol):
 
     def iter_oids(self) -> Iterator[str]:
         """Every object id stored (for checks and tests)."""
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object stored, with its size and storage's own timestamp (for gc and du)."""
+
+    def delete(self, oid: str) -> None:
+        """Remove object ``oid`` (gone already is fine)."""
 
 
 class LocalStorage:
@@ -158,8 +175,15 @@ class LocalStorage:
                 if not entry.name.endswith(".cpv-tmp") and not entry.name.startswith("."):
                     yield prefix.name + entry.name
 
+    def iter_objects(self) -> Iterator[StoredObject]:
+        base = self.root / "files" / "md5"
+        for oid in self.iter_oids():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                info = (base / oid[:2] / oid[2:]).stat()
+                yield StoredObject(oid, info.st_size, info.st_mtime)
+
     def delete(self, oid: str) -> None:
-        """Remove an object (only tests and repair use this)."""
+        """Remove an object (gc; tests). Gone already is fine."""
         with contextlib.suppress(FileNotFoundError):
             os.chmod(self._path(oid), 0o644)
             os.unlink(self._path(oid))

@@ -115,7 +115,7 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, init_cmd
+    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, gc_cmd, init_cmd
 
     cli.add_command(init_cmd.init)
     cli.add_command(doctor_cmd.doctor)
@@ -123,6 +123,8 @@ def _register() -> None:
     cli.add_command(checkpoints.make_group("model"))
     cli.add_command(checkpoints.make_group("data"))
     cli.add_command(config_cmd.config)
+    cli.add_command(gc_cmd.make_gc())
+    cli.add_command(gc_cmd.make_du())
     for extra in checkpoints.extra_commands():
         cli.add_command(extra)
     _verbose_everywhere(cli)

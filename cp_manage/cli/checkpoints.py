@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cp_manage.cli import output
+from cp_manage.cli.gc_cmd import make_du, make_gc
 from cp_manage.cli.stages_cmd import add_stage_commands, printable
 
 if TYPE_CHECKING:
@@ -361,6 +362,8 @@ def make_group(kind: str) -> click.Group:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
     add_stage_commands(group, kind, _manager, repo_option, without_clone)
+    group.add_command(make_gc((kind,)))
+    group.add_command(make_du((kind,)))
     return group
 
 
