@@ -60,7 +60,7 @@ SEQ_DIGITS = 6
 MAX_MESSAGE = 4000
 
 _STAGE_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
-_VERSION_LIKE = re.compile(r"v[0-9].*")
+_VERSION_LIKE = re.compile(r"(data/)?[vV]?[0-9]+(\.[0-9]+)*|v[0-9][a-z0-9.-]*", re.S)
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_COMMIT_DIGITS = 4
 """The shortest commit hash a version argument may be (git's own minimum)."""
@@ -85,13 +85,13 @@ def validate_stage_name(name: object) -> str:
     shown = repr(name[:40])
     if name.startswith("-"):
         raise InvalidNameError(f"The stage name {shown} looks like an option", hint=_STAGE_HINT)
+    if _VERSION_LIKE.fullmatch(name):
+        raise InvalidNameError(f"The stage name {shown} looks like a version", hint=_STAGE_HINT)
     if not _STAGE_RE.fullmatch(name):
         why = ("uses uppercase letters" if _STAGE_RE.fullmatch(name.lower()) else
                "is longer than 32 characters" if len(name) > 32 and _STAGE_RE.fullmatch(
                    name[:32]) else "is not a valid stage name")
         raise InvalidNameError(f"The stage name {shown} {why}", hint=_STAGE_HINT)
-    if _VERSION_LIKE.fullmatch(name):
-        raise InvalidNameError(f"The stage name {shown} looks like a version", hint=_STAGE_HINT)
     if len(name) >= MIN_COMMIT_DIGITS and _HEX.fullmatch(name):
         raise InvalidNameError(f"The stage name {shown} looks like a commit hash",
                                hint=_STAGE_HINT)

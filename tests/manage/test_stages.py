@@ -348,3 +348,28 @@ def test_stages_cli_at_a_date(repo: ModelRepo) -> None:
     assert repo.manager.stages(at="2000-01-01") == {}
     with pytest.raises(CPVError, match="is not a date"):
         repo.manager.stages(at="last tuesday")
+
+
+def test_a_retired_version_stays_retired_in_another_clone(
+        clones: tuple[ModelRepo, ModelRepo]) -> None:
+    """Clone B made v0.1 and v0.2 and still has them cached; clone A retires v0.1, and its
+    object is reclaimed from storage (as gc would). B's doctor --repair mends what v0.2 lost
+    but never brings v0.1 back, even once B's HEAD holds v0.1 again."""
+    a, b = clones
+    made = tagged(b, 2)
+    a.manager.retire("v0.1", "leaked test data")
+    for version in ("v0.1", "v0.2"):
+        storage_object(b.storage, made[version]).unlink()
+    assert (b.cache / "files" / "md5" / made["v0.1"][:2] / made["v0.1"][2:]).is_file()
+
+    repaired = run_cpv("doctor", "--repair", cwd=b.root).stdout
+    assert "retired, so not checked: v0.1" in repaired
+    assert storage_object(b.storage, made["v0.2"]).is_file()
+    assert not storage_object(b.storage, made["v0.1"]).exists()
+
+    b.manager.revert_model_checkpoint("v0.1", force=True)  # from B's cache
+    storage_object(b.storage, made["v0.1"]).unlink(missing_ok=True)
+    checked = run_cpv("doctor", "--repair", cwd=b.root).stdout
+    assert "HEAD's model (a retired version)" in checked
+    assert not storage_object(b.storage, made["v0.1"]).exists()
+    assert run_cpv("doctor", cwd=b.root).returncode == 0
