@@ -105,20 +105,22 @@ def show_gc(result: GCResult, command: str) -> None:
             f"{_plural(result.object_count, 'object')}, {output.human_size(result.size_bytes)}")
     if result.unreferenced:
         what += f" (of which {len(result.unreferenced)} objects no commit refers to)"
-    if result.dry_run:
+    if not result.object_count:
+        output.info(f"Nothing {'would be removed' if result.dry_run else 'to remove'} "
+                    f"({settings})")
+    elif result.dry_run:
         output.info(f"Would remove {what} ({settings})")
-    elif result.record:
-        output.success(f"Removed {what} freed ({settings}); recorded as {result.record}")
     else:
-        output.info(f"Nothing to remove ({settings})")
+        output.success(f"Removed {what} freed ({settings}); recorded as {result.record}")
     if result.uploads or result.unreferenced:
         output.table(["kind", "version", "commit", "objects", "size"],
                      _upload_rows(result.uploads, result.unreferenced))
-    held = (f"; {_plural(result.held_objects, 'object')} "
-            f"({output.human_size(result.held_bytes)}) newer than the grace period or still "
-            "listed" if result.held_objects else "")
-    output.info(f"Kept {_plural(result.kept_uploads, 'upload')} (versions not retired, stages, "
-                f"the last {options.keep_last}, branch tips){held}.")
+    held = (f"; held {_plural(result.held_objects, 'object')} "
+            f"({output.human_size(result.held_bytes)}) nobody needs: storage wrote them within "
+            "the grace period" if result.held_objects else "")
+    kind = "" if len(options.kinds) > 1 else f"{options.kinds[0]} "
+    output.info(f"Kept {_plural(result.kept_uploads, kind + 'upload')} (versions not retired, "
+                f"stages, the last {options.keep_last}, branch tips){held}.")
     if result.rechecked:
         output.info(f"The re-check just before deleting kept {len(result.rechecked)} object(s) "
                     "referenced meanwhile.")
@@ -137,9 +139,13 @@ def show_du(report: UsageReport) -> None:
         output.warning(warning)
     rows = []
     for row in report.rows:
-        fate = (f"frees {output.human_size(row.gc_bytes)}" if row.gc_bytes else
-                f"kept: {row.keep[0]}" + (f" +{len(row.keep) - 1}" if len(row.keep) > 1 else "")
-                if row.keep else "-")
+        if row.keep:
+            fate = f"kept: {', '.join(row.keep[:2])}" + (
+                f" +{len(row.keep) - 2}" if len(row.keep) > 2 else "")
+        elif row.gc_bytes:
+            fate = f"frees {output.human_size(row.gc_bytes)}"
+        else:
+            fate = "held (grace period)" if row.held_bytes else "- (shared or gone)"
         rows.append([row.kind, row.label, str(row.objects) + (
             f" ({row.missing} missing)" if row.missing else ""),
             output.human_size(row.total_bytes), output.human_size(row.unique_bytes),

@@ -118,7 +118,8 @@ def _result(plan: Plan, *, dry_run: bool, repo: Repository) -> GCResult:
     result = GCResult(
         dry_run=dry_run, cache_only=False, options=plan.options, uploads=uploads,
         unreferenced=unreferenced, object_count=len(plan.doomed),
-        size_bytes=plan.size(plan.doomed), kept_uploads=len(plan.kept_uploads()),
+        size_bytes=plan.size(plan.doomed),
+        kept_uploads=sum(1 for u in plan.kept_uploads() if u.kind in plan.options.kinds),
         held_objects=len(plan.held), held_bytes=plan.size(plan.held),
         cache_objects=len(cached), cache_bytes=cache_bytes)
     if plan.unreadable:
@@ -144,21 +145,35 @@ def collect_garbage(repo: Repository, options: GCOptions, *, dry_run: bool = Fal
         inventory = {stored.oid: stored for stored in repo.storage.iter_objects()}
         now = time.time()
         plan = _plan(repo, options, inventory, now, reader)
-        if dry_run or not plan.doomed:
-            return _result(plan, dry_run=dry_run, repo=repo)
-        _refuse_unreadable(plan)
-        crash_point("gc_before_recheck")
-        fetch_refs(repo)  # the re-check: what was tagged or pushed meanwhile is kept
-        final = _plan(repo, options, inventory, now, reader)
-        _refuse_unreadable(final)
-        rechecked = sorted(plan.doomed - final.doomed)
-        if rechecked:
-            logger.info("The re-check keeps %d object(s) referenced meanwhile", len(rechecked))
-        final.doomed &= plan.doomed
-        result = _result(final, dry_run=False, repo=repo)
-        result.rechecked = rechecked
-        if not final.doomed:
-            return result
+        if dry_run:
+            return _result(plan, dry_run=True, repo=repo)
+        if plan.doomed:
+            result, final = _remove(repo, options, plan, inventory, now, reader)
+        else:
+            result, final = _result(plan, dry_run=False, repo=repo), plan
+        # What a teammate's gc removed from storage leaves this cache too.
+        for oid in _cached_size(repo, final.doomed | final.reclaimed)[0]:
+            repo.cache.discard(oid)
+        return result
+
+
+def _remove(repo: Repository, options: GCOptions, plan: Plan,
+            inventory: dict[str, StoredObject], now: float, reader: ListingReader
+            ) -> tuple[GCResult, Plan]:
+    """Re-check, record, then delete from storage what both plans doom; returns the result
+    and the plan carried out."""
+    _refuse_unreadable(plan)
+    crash_point("gc_before_recheck")
+    fetch_refs(repo)  # the re-check: what was tagged or pushed meanwhile is kept
+    final = _plan(repo, options, inventory, now, reader)
+    _refuse_unreadable(final)
+    rechecked = sorted(plan.doomed - final.doomed)
+    if rechecked:
+        logger.info("The re-check keeps %d object(s) referenced meanwhile", len(rechecked))
+    final.doomed &= plan.doomed
+    result = _result(final, dry_run=False, repo=repo)
+    result.rechecked = rechecked
+    if final.doomed:
         target = repo.git.rev_parse(f"refs/remotes/origin/{repo.git.branch() or 'main'}") or \
             repo.head_or_raise()
         record = push_record(repo, GCRecord(
@@ -167,11 +182,9 @@ def collect_garbage(repo: Repository, options: GCOptions, *, dry_run: bool = Fal
             object_count=result.object_count, size_bytes=result.size_bytes), target)
         result.record = record.tag
         _delete(repo, final.doomed, record.tag)
-        for oid in _cached_size(repo, final.doomed | final.reclaimed)[0]:
-            repo.cache.discard(oid)
         logger.info("gc removed %d object(s), %d bytes (%s)", result.object_count,
                     result.size_bytes, record.tag)
-        return result
+    return result, final
 
 
 def _refuse_unreadable(plan: Plan) -> None:
@@ -183,8 +196,9 @@ def _refuse_unreadable(plan: Plan) -> None:
 
 
 def _delete(repo: Repository, doomed: set[str], record: str) -> None:
-    """Remove ``doomed`` from storage: files first, folder listings last, so an interrupted run
-    never leaves files that no listing names."""
+    """Remove ``doomed`` from storage: files first, folder listings last. An interrupted run
+    so leaves a listing until its files are gone, and the next run still knows them (removed
+    first, the listing would leave files no commit refers to)."""
     order = sorted(doomed, key=lambda oid: (oid.endswith(".dir"), oid))
     for done, oid in enumerate(order):
         try:
@@ -242,6 +256,8 @@ class UsageRow:
             ``shared_bytes``: of those another upload refers to too.
         keep: why gc keeps it (empty: gc may remove it).
         gc_objects, gc_bytes: what gc with the same options would free of it.
+        held_bytes: what gc would free of it but for the grace period (or a folder listing
+            that stays).
     """
 
     kind: str
@@ -258,6 +274,7 @@ class UsageRow:
     keep: list[str]
     gc_objects: int
     gc_bytes: int
+    held_bytes: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -313,7 +330,8 @@ def disk_usage(repo: Repository, options: GCOptions) -> UsageReport:
             objects=len(present), missing=len(objects) - len(present),
             total_bytes=plan.size(present), unique_bytes=plan.size(unique),
             shared_bytes=plan.size(present - unique), keep=list(upload.keep),
-            gc_objects=len(gone.objects) if gone else 0, gc_bytes=gone.size_bytes if gone else 0))
+            gc_objects=len(gone.objects) if gone else 0, gc_bytes=gone.size_bytes if gone else 0,
+            held_bytes=0 if upload.keep else plan.size(present & plan.held)))
     unreferenced = set(inventory) - set(users)
     report = UsageReport(
         options=options, rows=rows, storage_objects=len(inventory),

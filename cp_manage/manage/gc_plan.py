@@ -286,12 +286,24 @@ def read_history(repo: Repository, options: GCOptions, reader: ListingReader, *,
     for upload in uploads.values():
         if upload.kind not in options.kinds:
             upload.keep.append(f"{upload.kind} (not collected)")
+        upload.keep.sort(key=_weight)
         if not upload.pointer.is_dir:
             upload.objects = frozenset({upload.oid})
         else:
             listed = reader.entries(upload.oid)
             upload.objects = None if listed is None else listed | {upload.oid}
     return History(uploads, roots)
+
+
+def _weight(reason: str) -> int:
+    """The order reasons to keep are told in: versions, stages, the last N, the rest."""
+    if _version_of(reason, [ArtifactSpec.model(), DATA]) is not None:
+        return 0
+    for rank, start in enumerate(("stage ", "data stage ", "last ", "HEAD", "the workspace",
+                                  "branch ", "tag "), start=1):
+        if reason.startswith(start):
+            return rank
+    return 9
 
 
 def _version_of(tag: str, specs: list[ArtifactSpec]) -> tuple[Kind, str] | None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +36,6 @@ def test_dry_run_then_gc_removes_only_what_nobody_needs(repo: ModelRepo, tmp_pat
     cached = files_under(repo.cache)
 
     dry = run_cpv("gc", "--dry-run", cwd=repo.root).stdout
-    print(dry)
     for label in ("v0.1 (retired)", "v0.2 (retired)"):
         assert label in dry
     assert "Would remove 3 uploads: 3 objects, 1.5 KiB" in dry
@@ -185,3 +188,17 @@ def test_invalid_options_through_the_api(repo: ModelRepo) -> None:
         repo.manager.gc(grace="5x")
     assert parse_duration("1h30m").total_seconds() == 5400
     assert GCOptions.make(grace=0).grace.total_seconds() == 0
+
+
+def test_the_readme_block_runs_as_written(repo: ModelRepo) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Cleaning up: gc and du"):]
+    script = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert script is not None
+    history(repo)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script.group(1)], cwd=repo.root,
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    # Everything is minutes old: inside the grace period, so nothing went.
+    assert "Nothing would be removed (keep-last 3, grace 24h)" in result.stdout
