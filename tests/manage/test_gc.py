@@ -16,6 +16,8 @@ import pytest
 from data_helpers import data_manager, write_dataset
 from gc_helpers import age_storage, fresh_clone, history, stock_dvc_pull
 from helpers import (
+    MODEL,
+    TEAM,
     ModelRepo,
     files_under,
     md5_of,
@@ -79,6 +81,11 @@ def test_dry_run_then_gc_removes_only_what_nobody_needs(repo: ModelRepo, tmp_pat
                      expect=1)
     assert "removed by gc" in failed.stderr and "gc/000001" in failed.stderr, failed.stderr
     assert recorded["created_at"][:10] in failed.stderr
+    nowhere = tmp_path / "no-clone"  # a machine without a clone reads the record too
+    nowhere.mkdir()
+    failed = run_cpv("model", "download", "v0.2", "--team", TEAM, "--model", MODEL, "-o",
+                     tmp_path / "gone2", cwd=nowhere, expect=1)
+    assert "The model v0.2 was removed by gc on" in failed.stderr, failed.stderr
 
     # Nothing more to remove: no second record.
     again = run_cpv("gc", cwd=repo.root).stdout
