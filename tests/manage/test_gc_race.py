@@ -85,6 +85,9 @@ def test_a_teammates_unpushed_upload_is_kept_by_the_grace_period(
     would = json.loads(run_cpv("gc", "--include-unreferenced", "--grace", "0", "--dry-run",
                                "--json", cwd=a.root).stdout)
     assert would["unreferenced"] == [blob]
+    # And without --include-unreferenced, what no commit refers to stays whatever its age.
+    default = json.loads(run_cpv("gc", "--grace", "0", "--dry-run", "--json", cwd=a.root).stdout)
+    assert default["unreferenced"] == [] and default["object_count"] == 0
 
     # The teammate finishes: nothing of the upload was lost.
     b.manager.upload_model_checkpoint(b.model_file)
