@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 from cp_manage.artifacts import DataArtifacts, ModelArtifacts, VersionInfo
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
+    AmbiguousCommitError,
     ArtifactNotFoundError,
     ConcurrentModificationError,
     ConfigError,
@@ -23,6 +24,8 @@ from cp_manage.errors import (
     NothingToDoError,
     PointerError,
     RemoteError,
+    RetiredVersionError,
+    StageNotFoundError,
     StorageError,
     UnsavedChangesError,
     VersionExistsError,
@@ -33,6 +36,7 @@ from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
 
 __all__ = [
+    "AmbiguousCommitError",
     "ArtifactNotFoundError",
     "CPVConfig",
     "CPVError",
@@ -52,6 +56,8 @@ __all__ = [
     "NothingToDoError",
     "PointerError",
     "RemoteError",
+    "RetiredVersionError",
+    "StageNotFoundError",
     "StorageError",
     "UnsavedChangesError",
     "VersionExistsError",

@@ -81,7 +81,7 @@ class StageNotFoundError(CPVError, LookupError):
                  demoted: bool = False) -> None:
         listing = ", ".join(f"{name} ({version})" for name, version in known.items())
         hint = (f"Stages holding a {kind} version: {listing}." if listing else
-                f"No stage holds a {kind} version yet.") + (
+                f"No stage holds a {kind} version now.") + (
             f" Promote one with 'cpv {kind} promote VERSION {stage}'.")
         what = "holds no" if demoted else "is not a stage of any"
         super().__init__(f"{stage} {what} {kind} version", hint=hint)

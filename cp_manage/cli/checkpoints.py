@@ -280,8 +280,8 @@ def make_group(kind: str) -> click.Group:
     @repo_option
     def show(version: str | None, as_json: bool, team_name: str | None,
              model_name: str | None, repo: str | None) -> None:
-        info = _manager(kind, repo, team=team_name, model=model_name).metadata(version)
-        data = info.to_dict()
+        entry = _manager(kind, repo, team=team_name, model=model_name).describe_version(version)
+        info, data = entry.info, entry.to_dict()
         if as_json:
             output.print_json(data)
             return
@@ -291,6 +291,12 @@ def make_group(kind: str) -> click.Group:
             if data.get(key) is not None:
                 output.info(f"{key:>12}: {data[key]}")
         output.info(f"{'metrics':>12}: {output.format_metrics(info.metrics)}")
+        if entry.stages:
+            output.info(f"{'stages':>12}: {', '.join(entry.stages)}")
+        if entry.retired:
+            gone = entry.retired
+            output.info(f"{'retired':>12}: {gone.created_at} by {printable(gone.author)} "
+                        f"({gone.tag}): {printable(gone.message)}")
 
     @group.command(help=f"Compare two versions (or stages, or commits) side by side: "
                    f"{words.diff_help}")

@@ -221,8 +221,9 @@ class CheckpointManager(VersionTagging, StageRegistry):
     # -- reading -------------------------------------------------------------------------------
 
     def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
-        """The metadata of ``version`` from git alone. None means HEAD in a clone; without a
-        clone (read from the git remote) it means the latest version."""
+        """The metadata of ``version`` (a version, a stage or a commit) from git alone. None
+        means HEAD in a clone; without a clone (read from the git remote) it means the latest
+        version that is not retired."""
         enable_verbose(verbose)
         source = self.version_source()
         return resolve_reference(source, source.spec(self.kind), version)[1]

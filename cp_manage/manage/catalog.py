@@ -154,11 +154,14 @@ class Catalog:
             try:
                 pointer = parse_pointer(raw[0], source=spec.pointer_file,
                                         expected_path=Path(spec.path).name)
-                data = parse_pointer(raw[2], source=DATA.pointer_file,
-                                     expected_path=DATA.path) if model and raw[2] else None
             except PointerError as e:
                 logger.warning("Skipping the upload %s: %s", commit[:10], e)
                 continue
+            try:
+                data = parse_pointer(raw[2], source=DATA.pointer_file,
+                                     expected_path=DATA.path) if model and raw[2] else None
+            except PointerError:
+                data = None  # lineage unknown; the upload itself is fine
             found.append(VersionInfo(
                 kind=spec.kind, version=None, tag=None, path=pointer.path, md5=pointer.md5,
                 size_bytes=pointer.size, metrics=last_metrics(raw[1] or b"") if model else {},

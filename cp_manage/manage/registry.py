@@ -28,12 +28,13 @@ from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.repository import Repository
 from cp_manage.manage.stages import (
-    _HEX,
-    MIN_COMMIT_DIGITS,
+    Decide,
     Proposal,
     StageEvent,
     StageLog,
+    append_event,
     clean_message,
+    is_commit_prefix,
     is_stage_name,
     parse_time,
     read_log,
@@ -76,7 +77,7 @@ def resolve_reference(source: VersionSource, spec: ArtifactSpec, ref: str | None
             raise StageNotFoundError(ref, known=log.stages(), kind=spec.kind,
                                      demoted=ref in log.known_stages())
         return source.resolve(spec, str(held.version))
-    if isinstance(ref, str) and len(ref) >= MIN_COMMIT_DIGITS and _HEX.fullmatch(ref):
+    if is_commit_prefix(ref):
         found = source.catalog.find_commit(spec, ref)
         if found is None and isinstance(source, Repository):
             source.fetch_tags_quietly()
@@ -96,9 +97,12 @@ def resolve_reference(source: VersionSource, spec: ArtifactSpec, ref: str | None
 def _latest(source: DetachedSource, spec: ArtifactSpec) -> tuple[str, VersionInfo]:
     """Without a clone, no version means the latest one that is not retired."""
     retired = read_log(source, spec, fetch=True).retired()
-    offered = [i for i in source.versions(spec) if i.version not in retired and i.commit]
-    if not offered:
+    versions = source.versions(spec)
+    offered = [i for i in versions if i.version not in retired and i.commit]
+    if not versions:
         return source.resolve(spec, None)  # says there is none, as it always did
+    if not offered:
+        raise VersionNotFoundError("that is not retired", known=[], kind=spec.kind)
     return source.resolve(spec, str(offered[-1].version))
 
 
@@ -273,9 +277,7 @@ class StageRegistry:
 
         return self._record(decide)
 
-    def _record(self, decide: Any) -> StageResult:
-        from cp_manage.manage.stages import append_event
-
+    def _record(self, decide: Decide) -> StageResult:
         repo = self.repo
         with repo.locked():
             event, created = append_event(repo, self.spec, decide)
@@ -327,6 +329,19 @@ class StageRegistry:
     def retired_versions(self, *, verbose: bool = False) -> dict[str, StageEvent]:
         """Each retired version → the event that retired it."""
         return self.stage_log(verbose=verbose).retired()
+
+    def describe_version(self, version: str | None = None, *,
+                         verbose: bool = False) -> ListEntry:
+        """``metadata(version)`` with the stages holding the version and, when retired, the
+        event that retired it (read fresh from the git remote)."""
+        enable_verbose(verbose)
+        source = self.version_source()
+        spec = source.spec(self.kind)
+        log = read_log(source, spec, fetch=True)
+        info = resolve_reference(source, spec, version, log=log)[1]
+        name = str(info.version)
+        return ListEntry(info, log.stages_of(name) if info.version else [],
+                         log.retired().get(name))
 
     def list_entries(self, *, all: bool = False, sort: str | None = None,
                      descending: bool = False, verbose: bool = False) -> list[ListEntry]:

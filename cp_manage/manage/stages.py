@@ -92,12 +92,18 @@ def validate_stage_name(name: object) -> str:
                "is longer than 32 characters" if len(name) > 32 and _STAGE_RE.fullmatch(
                    name[:32]) else "is not a valid stage name")
         raise InvalidNameError(f"The stage name {shown} {why}", hint=_STAGE_HINT)
-    if len(name) >= MIN_COMMIT_DIGITS and _HEX.fullmatch(name):
+    if is_commit_prefix(name):
         raise InvalidNameError(f"The stage name {shown} looks like a commit hash",
                                hint=_STAGE_HINT)
     if name in RESERVED_STAGES:
         raise InvalidNameError(f"The stage name {shown} is reserved", hint=_STAGE_HINT)
     return name
+
+
+def is_commit_prefix(text: object) -> bool:
+    """Whether ``text`` reads as (the start of) a commit hash: 4 to 64 of ``0-9a-f``."""
+    return isinstance(text, str) and MIN_COMMIT_DIGITS <= len(text) <= 64 and bool(
+        _HEX.fullmatch(text))
 
 
 def is_stage_name(text: object) -> bool:
@@ -136,7 +142,7 @@ def clean_message(message: str | None) -> str:
         return ""
     if not isinstance(message, str):
         raise CPVError(f"The message must be text, not {type(message).__name__}")
-    text = "".join(c for c in message if c in "\n\t" or (c.isprintable() or c == " "))
+    text = "".join(c for c in message if c in "\n\t" or c.isprintable())
     text = text.strip()
     if len(text) > MAX_MESSAGE:
         raise CPVError(f"The message is {len(text)} characters long, more than {MAX_MESSAGE}",
@@ -286,11 +292,12 @@ class StageLog:
         # Lightweight tags (Git.tags leaves them out) still take a slot.
         names = self.git.out("for-each-ref", "--format=%(refname:strip=2)",
                              f"refs/tags/{self.spec.tag_prefix}{EVENT_FOLDER}").split()
+        read = {event.tag for event in events} | set(self.skipped)
         for name in names:
             seq = seq_of(self.spec, name)
             if seq is not None:
                 self._last_slot = max(self._last_slot, seq)
-                if all(e.tag != name for e in events) and name not in self.skipped:
+                if name not in read:
                     self.skipped[name] = "not an annotated tag"
         for tag, why in self.skipped.items():
             logger.warning("Ignoring %s: %s", tag, why)

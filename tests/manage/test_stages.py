@@ -34,7 +34,14 @@ from cp_manage import (
 )
 from cp_manage.backends.git import Git
 from cp_manage.errors import AmbiguousCommitError, RetiredVersionError, StageNotFoundError
-from cp_manage.manage.stages import StageLog, current_stages, retired, stage_events
+from cp_manage.manage.stages import (
+    Proposal,
+    StageLog,
+    append_event,
+    current_stages,
+    retired,
+    stage_events,
+)
 from cp_manage.spec import DATA, ArtifactSpec
 
 MODEL_SPEC = ArtifactSpec.model()
@@ -183,6 +190,11 @@ def test_retired_versions_are_hidden_and_cannot_be_promoted(repo: ModelRepo) -> 
     assert git("tag", "-l", "v0.1", cwd=repo.remote) == "v0.1"  # its tag stays
     assert manager.get_model_metadata("v0.1")["version"] == "v0.1"
     assert list(retired(manager.repo, MODEL_SPEC)) == ["v0.1"]
+    # Without a clone, no version means the latest one that is not retired.
+    manager.retire("v0.3")
+    reader = ModelsCheckpointsManage(team_name=TEAM, model_name=MODEL,
+                                     repo_path=repo.root.parent / "no-clone")
+    assert reader.metadata().version == "v0.2"
 
 
 def test_best_by_a_metric(repo: ModelRepo) -> None:
@@ -324,8 +336,12 @@ def test_stages_at_a_moment(tmp_path: Path) -> None:
     event(4, "2025-03-05T09:00:00Z", "demote", "production", None)
     git("tag", "stage/000005", cwd=root)  # lightweight: no event, but its slot is taken
     git("tag", "-a", "-m", "not cpv's", "stage/000006", cwd=root)
+    forged = '{"action": "promote", "stage": "../x", "version": "v1.0", "kind": "model"}'
+    git("tag", "-a", "-m", f"forged\n\ncpv-event: {forged}", "stage/000007", cwd=root)
     log = StageLog(Git(root), MODEL_SPEC)
-    assert log.last_seq == 6 and set(log.skipped) == {"stage/000005", "stage/000006"}
+    assert log.last_seq == 7
+    assert set(log.skipped) == {"stage/000005", "stage/000006", "stage/000007"}
+    assert "stage name" in log.skipped["stage/000007"]
 
     def at(text: str) -> dict[str, str | None]:
         moment = datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
@@ -373,3 +389,25 @@ def test_a_retired_version_stays_retired_in_another_clone(
     assert "HEAD's model (a retired version)" in checked
     assert not storage_object(b.storage, made["v0.1"]).exists()
     assert run_cpv("doctor", cwd=b.root).returncode == 0
+
+
+def test_a_lost_race_is_read_again(clones: tuple[ModelRepo, ModelRepo]) -> None:
+    """B decides to promote v0.1; before its tag lands, A retires v0.1 and takes the slot. B's
+    push is refused, B reads the log again, and its decision now sees the retirement."""
+    a, b = clones
+    tagged(b, 1)
+    seen: list[tuple[int, list[str]]] = []
+
+    def decide(log: StageLog) -> Proposal:
+        seen.append((log.last_seq, sorted(log.retired())))
+        if len(seen) == 1:
+            a.manager.retire("v0.1", "meanwhile")  # A wins the slot B is about to take
+        if log.retired():
+            raise RetiredVersionError("v0.1 was retired")
+        return Proposal("promote", "production", "v0.1", None, b.git("rev-parse", "v0.1"), "")
+
+    with pytest.raises(RetiredVersionError):
+        append_event(b.manager.repo, MODEL_SPEC, decide)
+    assert seen == [(0, []), (1, ["v0.1"])]
+    assert b.git("ls-remote", "--refs", "origin", "refs/tags/stage/*").count("stage/") == 1
+    assert b.git("tag", "-l", "stage/*") == "stage/000001"
