@@ -128,6 +128,22 @@ class NothingToDoError(CPVError):
     """The operation found nothing to act on (e.g. tagging a repository with no upload)."""
 
 
+class UnknownMetricError(CPVError, LookupError):
+    """No version records the metric asked for (``cpv model plot METRIC``)."""
+
+    def __init__(self, metric: str, *, known: list[str], kind: str = "model") -> None:
+        if known:
+            hint = f"Known metrics: {', '.join(known)}."
+        elif kind == "model":
+            hint = ("No version records a numeric metric yet; upload with --metric K=V "
+                    "(API: metrics=).")
+        else:
+            hint = "A dataset has no metrics."
+        super().__init__(f"No {kind} version records the metric {metric!r}", hint=hint)
+        self.metric = metric
+        self.known = known
+
+
 class GitError(CPVError):
     """A git command failed."""
 

@@ -18,6 +18,7 @@ from cp_manage.cli.stages_cmd import add_stage_commands, printable
 
 if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
+    from cp_manage.manage.combined import CombinedCheckpointsManage
     from cp_manage.manage.registry import ListEntry
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -370,13 +371,26 @@ def make_group(kind: str) -> click.Group:
     add_stage_commands(group, kind, _manager, repo_option, without_clone)
     group.add_command(make_gc((kind,)))
     group.add_command(make_du((kind,)))
+
+    from cp_manage.cli import pictures
+
+    pictures.add_commands(group, kind, repo_option)
     return group
 
 
 def _default_download_dir(kind: str, manager: CheckpointManager, version: str | None,
                           model: str | None) -> Path:
-    """``./{model}-{version}``; beside the repository when the current directory is inside
-    its working tree (a download never lands in the working tree unasked)."""
+    """``./{model}-{version}``, or beside the repository (see ``default_place``)."""
+    folder, name = default_place(manager, model)
+    label = version or ("latest" if model else "HEAD")
+    return folder / f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
+
+
+def default_place(manager: CheckpointManager | CombinedCheckpointsManage,
+                  model: str | None) -> tuple[Path, str]:
+    """Where what cpv writes for the user goes without ``-o``, and the model's name: the current
+    directory, or beside the repository when the current directory is inside its working tree
+    (a download or a report never lands in the working tree unasked)."""
     from cp_manage.errors import NotARepositoryError
 
     try:
@@ -386,10 +400,8 @@ def _default_download_dir(kind: str, manager: CheckpointManager, version: str | 
             raise
         root = None  # no clone: fetched from the remotes
     name = model or manager.repo.model
-    label = version or ("latest" if model else "HEAD")
-    folder = f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
     here = Path.cwd()
-    return (root.parent if root is not None and here.is_relative_to(root) else here) / folder
+    return (root.parent if root is not None and here.is_relative_to(root) else here), name
 
 
 def _fmt(value: Any) -> str:

@@ -38,6 +38,7 @@ from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.gc_record import removal_error
 from cp_manage.manage.handlers import same_path, upload_objects
+from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.registry import StageRegistry, resolve_reference
 from cp_manage.manage.repository import InitResult, Repository
 from cp_manage.manage.tagging import TagResult, VersionTagging
@@ -48,6 +49,7 @@ from cp_manage.manage.workspace import (
     pointer_changes,
     restore_and_commit,
 )
+from cp_manage.pictures.page import write_report
 from cp_manage.spec import ArtifactSpec
 from cp_manage.versions import Kind, validate_name
 
@@ -236,6 +238,31 @@ class CheckpointManager(VersionTagging, StageRegistry):
         values are finite numbers, and is rounded to the precision of the two values."""
         enable_verbose(verbose)
         return self._compare(self.version_source(), old, new)
+
+    def report(self, *, verbose: bool = False) -> Report:
+        """What the HTML report of this artifact shows, from git alone (no download): every
+        version, a series per metric (for data: file count, sample count, size), the stages,
+        for a folder the files changed between consecutive versions, and the lineage. Works
+        without a clone, as ``list_versions`` does."""
+        enable_verbose(verbose)
+        return build_report(self.version_source(), (self.kind,))
+
+    def write_report(self, output: str | os.PathLike[str], *, verbose: bool = False) -> Path:
+        """Write ``report()`` as one self-contained HTML file (no script, no network needed).
+
+        Args:
+            output: the file to write, relative to the caller's current directory; replaced
+                when it exists.
+
+        Returns:
+            The absolute path written.
+
+        Raises:
+            RemoteError: without a clone, the git remote cannot be reached.
+            LocalFileError: ``output`` cannot be written.
+        """
+        enable_verbose(verbose)
+        return write_report(self.report(), caller_path(output))
 
     def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
         spec = source.spec(self.kind)

@@ -11,6 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cp_manage.artifacts import VersionInfo
@@ -24,13 +25,15 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import enable_verbose
+from cp_manage.manage.base import caller_path, enable_verbose
 from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
+from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.models import ModelsCheckpointsManage
 from cp_manage.manage.registry import resolve_reference
 from cp_manage.manage.repository import Repository, is_lost_race
 from cp_manage.manage.workspace import restore_and_commit
+from cp_manage.pictures.page import write_report
 from cp_manage.spec import DATA
 from cp_manage.versions import Version, next_version
 
@@ -304,6 +307,22 @@ class CombinedCheckpointsManage:
         }
 
     get_metadata = get_combined_metadata
+
+    def report(self, *, verbose: bool = False) -> Report:
+        """The model and the data on one report, from git alone (see
+        ``ModelsCheckpointsManage.report``); without a clone, given the team and the model."""
+        enable_verbose(verbose)
+        return build_report(self.models.version_source(), ("model", "data"))
+
+    def write_report(self, output: str | os.PathLike[str], *, verbose: bool = False) -> Path:
+        """Write ``report()`` as one self-contained HTML file; returns its absolute path.
+
+        Raises:
+            RemoteError: without a clone, the git remote cannot be reached.
+            LocalFileError: ``output`` cannot be written.
+        """
+        enable_verbose(verbose)
+        return write_report(self.report(), caller_path(output))
 
 
     # -- cleanup -------------------------------------------------------------------------------

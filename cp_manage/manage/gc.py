@@ -19,7 +19,7 @@ from typing import Any
 
 from cp_manage.backends.storage import StoredObject
 from cp_manage.errors import CPVError, RemoteError, StorageError
-from cp_manage.faults import crash_point
+from cp_manage.faults import pause_point
 from cp_manage.manage.gc_plan import (
     GRACE,
     KEEP_LAST,
@@ -163,7 +163,7 @@ def _remove(repo: Repository, options: GCOptions, plan: Plan,
     """Re-check, record, then delete from storage what both plans doom; returns the result
     and the plan carried out."""
     _refuse_unreadable(plan)
-    crash_point("gc_before_recheck")
+    pause_point("gc_before_recheck")
     fetch_refs(repo)  # the re-check: what was tagged or pushed meanwhile is kept
     final = _plan(repo, options, inventory, now, reader)
     _refuse_unreadable(final)

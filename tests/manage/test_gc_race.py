@@ -49,22 +49,22 @@ def gc_paused_before_recheck(repo: ModelRepo, tmp_path: Path, *args: str
                              ) -> Iterator[subprocess.Popen[str]]:
     """``cpv gc ARGS --json`` held after its plan, before its re-check and deletion, while the
     body runs; then let go (the caller reads the process's output)."""
-    release = tmp_path / "release-gc"
+    hold, paused = tmp_path / "hold-gc", tmp_path / "gc-paused"
+    hold.touch()
     process = subprocess.Popen(
         [*CPV, "gc", *args, "--json"], cwd=repo.root, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
         env={**os.environ, "CPV_TEST_PAUSE_AT": "gc_before_recheck",
-             "CPV_TEST_PAUSE_FILE": str(release)})
+             "CPV_TEST_PAUSE_FILE": str(hold), "CPV_TEST_PAUSED_FILE": str(paused)})
     try:
         deadline = time.monotonic() + TIMEOUT
-        reached = release.with_name("release-gc.reached")
-        while not reached.exists():
+        while not paused.exists():
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "gc never reached its pause point"
             time.sleep(0.05)
         yield process
     finally:
-        release.touch()
+        hold.unlink(missing_ok=True)
         process.wait(TIMEOUT)
 
 
