@@ -213,6 +213,10 @@ class History:
     roots: dict[str, list[str]]
 
 
+VersionTags = dict[Kind, list[tuple[str, str, bool]]]
+"""Each artifact's version tags: (tag, its commit, whether the version is retired)."""
+
+
 def read_history(repo: Repository, options: GCOptions, reader: ListingReader, *,
                  cache_only: bool = False) -> History:
     """Every upload reachable from a local ref, each with why it is kept (if it is).
@@ -220,8 +224,24 @@ def read_history(repo: Repository, options: GCOptions, reader: ListingReader, *,
     With ``cache_only`` the kept commits are only HEAD (the workspace), the stages' versions and
     the last N uploads: what a local cache needs to hold.
     """
-    refs = _refs(repo)
     specs = _specs(repo)
+    roots, version_tags = _kept_commits(repo, specs, options, cache_only=cache_only)
+    uploads = _uploads(repo, specs, roots, version_tags)
+    for upload in uploads.values():
+        if upload.kind not in options.kinds:
+            upload.keep.append(f"{upload.kind} (not collected)")
+        upload.keep.sort(key=_weight)
+        if not upload.pointer.is_dir:
+            upload.objects = frozenset({upload.oid})
+        else:
+            listed = reader.entries(upload.oid)
+            upload.objects = None if listed is None else listed | {upload.oid}
+    return History(uploads, roots)
+
+
+def _kept_commits(repo: Repository, specs: list[ArtifactSpec], options: GCOptions, *,
+                  cache_only: bool) -> tuple[dict[str, list[str]], VersionTags]:
+    """The kept commits with their reasons (see the module), and every version tag."""
     logs = {spec.kind: StageLog(repo.git, spec) for spec in specs}
     roots: dict[str, list[str]] = {}
 
@@ -239,60 +259,57 @@ def read_history(repo: Repository, options: GCOptions, reader: ListingReader, *,
         for stage, event in logs[spec.kind].current().items():
             keep(event.commit, f"{label}stage {stage}")
         if options.keep_last and head is not None:
-            last = repo.catalog.uploads(spec, [main])[-options.keep_last:]
-            for info in last:
+            for info in repo.catalog.uploads(spec, [main])[-options.keep_last:]:
                 keep(info.commit, f"last {options.keep_last} {spec.kind} uploads")
     retired = {spec.kind: set(logs[spec.kind].retired()) for spec in specs}
-    version_tags: dict[Kind, list[tuple[str, str, bool]]] = {s.kind: [] for s in specs}
-    for name, commit in refs:
+    version_tags: VersionTags = {spec.kind: [] for spec in specs}
+    for name, commit in _refs(repo):
         short = name.split("/", 2)[2]
         if name.startswith("refs/tags/"):
             role = _version_of(short, specs)
             if role is not None:
-                kind, number = role
-                gone = number in retired[kind]
-                version_tags[kind].append((short, commit, gone))
+                gone = role[1] in retired[role[0]]
+                version_tags[role[0]].append((short, commit, gone))
                 if not gone and not cache_only:
                     keep(commit, short)
             elif not _is_cpv_record(short, specs) and not cache_only:
                 keep(commit, f"tag {short}")
         elif not cache_only and not name.endswith("/HEAD"):
             keep(commit, f"branch {name.removeprefix('refs/heads/').removeprefix('refs/')}")
+    return roots, version_tags
 
+
+def _uploads(repo: Repository, specs: list[ArtifactSpec], roots: dict[str, list[str]],
+             version_tags: VersionTags) -> dict[tuple[Kind, str], Upload]:
+    """Every distinct pointer of each artifact in the history of every local ref (oldest
+    first), with the commits that recorded it, the version tags naming it, and the reasons of
+    the kept commits holding it."""
     uploads: dict[tuple[Kind, str], Upload] = {}
-    for spec in specs:
-        def upload_of(pointer: Pointer, kind: Kind = spec.kind) -> Upload:
-            return uploads.setdefault((kind, pointer.oid), Upload(kind, pointer))
 
+    def upload_of(kind: Kind, pointer: Pointer) -> Upload:
+        return uploads.setdefault((kind, pointer.oid), Upload(kind, pointer))
+
+    for spec in specs:
         logged = repo.git.run("log", "--all", "--reverse", "--format=%H", "--",
                               spec.pointer_file, check=False).stdout.decode().split()
         tagged = version_tags[spec.kind]
         at = _pointers(repo, spec, [*logged, *roots, *(commit for _, commit, _ in tagged)])
         for commit in logged:
             pointer = at[commit]
-            if pointer is not None and commit not in upload_of(pointer).commits:
-                upload_of(pointer).commits.append(commit)
+            if pointer is not None and commit not in upload_of(spec.kind, pointer).commits:
+                upload_of(spec.kind, pointer).commits.append(commit)
         for tag, commit, gone in tagged:
             pointer = at[commit]
             if pointer is not None:
-                upload_of(pointer).versions.append(tag)
+                upload_of(spec.kind, pointer).versions.append(tag)
                 if gone:
-                    upload_of(pointer).retired.append(tag)
+                    upload_of(spec.kind, pointer).retired.append(tag)
         for commit, reasons in roots.items():
             pointer = at[commit]
             if pointer is not None:
-                upload = upload_of(pointer)
+                upload = upload_of(spec.kind, pointer)
                 upload.keep += [r for r in reasons if r not in upload.keep]
-    for upload in uploads.values():
-        if upload.kind not in options.kinds:
-            upload.keep.append(f"{upload.kind} (not collected)")
-        upload.keep.sort(key=_weight)
-        if not upload.pointer.is_dir:
-            upload.objects = frozenset({upload.oid})
-        else:
-            listed = reader.entries(upload.oid)
-            upload.objects = None if listed is None else listed | {upload.oid}
-    return History(uploads, roots)
+    return uploads
 
 
 def _weight(reason: str) -> int:
