@@ -290,7 +290,7 @@ def _uploads(repo: Repository, specs: list[ArtifactSpec], roots: dict[str, list[
         return uploads.setdefault((kind, pointer.oid), Upload(kind, pointer))
 
     for spec in specs:
-        logged = repo.git.run("log", "--all", "--reverse", "--format=%H", "--",
+        logged = repo.git.run("log", "--all", "--topo-order", "--reverse", "--format=%H", "--",
                               spec.pointer_file, check=False).stdout.decode().split()
         tagged = version_tags[spec.kind]
         at = _pointers(repo, spec, [*logged, *roots, *(commit for _, commit, _ in tagged)])
