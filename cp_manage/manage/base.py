@@ -39,7 +39,8 @@ from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.gc_record import removal_error
 from cp_manage.manage.handlers import same_path, upload_objects
 from cp_manage.manage.history import Report, build_report
-from cp_manage.manage.registry import StageRegistry, resolve_reference
+from cp_manage.manage.references import resolve_reference
+from cp_manage.manage.registry import StageRegistry
 from cp_manage.manage.repository import InitResult, Repository
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (

@@ -30,7 +30,7 @@ from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.models import ModelsCheckpointsManage
-from cp_manage.manage.registry import resolve_reference
+from cp_manage.manage.references import resolve_reference
 from cp_manage.manage.repository import Repository, is_lost_race
 from cp_manage.manage.workspace import restore_and_commit
 from cp_manage.pictures.page import write_report
