@@ -8,7 +8,9 @@ as one from a terminal or a batch scheduler would be. Unset, this costs two dict
 
 ``CPV_TEST_PAUSE_AT=<point>`` with ``CPV_TEST_PAUSE_FILE=<path>`` makes the run wait at that
 point for as long as the file exists: a test holds a background upload there (a slow worker)
-and lets it go by removing the file.
+and lets it go by removing the file. With ``CPV_TEST_PAUSED_FILE=<path>`` too, the run creates
+that file once it waits, so the test knows when to act (a teammate pushing while gc is between
+its plan and its deletion).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 POINTS = ("hashing", "storage_upload", "multipart_part", "storage_download", "after_blobs",
           "after_commit", "after_push", "after_tag_created", "after_tag_pushed", "queue_entry",
-          "queue_done")
+          "queue_done", "gc_before_recheck")
 
 
 def crash_point(name: str) -> None:
@@ -33,6 +35,8 @@ def crash_point(name: str) -> None:
 def pause_point(name: str) -> None:
     """Wait while ``CPV_TEST_PAUSE_FILE`` exists, if the test asked for ``name``."""
     if os.environ.get("CPV_TEST_PAUSE_AT") == name:
+        if os.environ.get("CPV_TEST_PAUSED_FILE"):
+            open(os.environ["CPV_TEST_PAUSED_FILE"], "a").close()
         while os.path.exists(os.environ.get("CPV_TEST_PAUSE_FILE", "")):
             time.sleep(0.05)
     crash_point(name)

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,6 +313,18 @@ class LocalCache:
         os.unlink(target)
         self.discard(oid)
         return False
+
+    def iter_oids(self) -> Iterator[str]:
+        """Every object id cached (not the temporary files of a copy in progress)."""
+        base = self.root / "files" / "md5"
+        if not base.is_dir():
+            return
+        for prefix in sorted(base.iterdir()):
+            if len(prefix.name) != 2 or not prefix.is_dir():
+                continue
+            for entry in sorted(prefix.iterdir()):
+                if not entry.name.startswith(".") and not entry.name.endswith(".cpv-tmp"):
+                    yield prefix.name + entry.name
 
     def verify(self, oid: str) -> bool:
         return self.has(oid) and md5_file(self.path(oid)) == ObjectId(oid).md5

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cp_manage.backends.objects import ObjectId, is_object_id, object_key
+from cp_manage.backends.objects import ObjectId, StoredObject, is_object_id, object_key
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
@@ -519,6 +519,15 @@ class S3Storage:
         Raises:
             StorageError: the listing failed.
         """
+        for stored in self.iter_objects():
+            yield stored.oid
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object under ``{prefix}/files/md5/`` with its size and LastModified.
+
+        Raises:
+            StorageError: the listing failed.
+        """
         base = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
         with self._translated("list"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -528,10 +537,11 @@ class S3Storage:
                     rest = item["Key"][len(base):]
                     head, _, tail = rest.partition("/")
                     if len(head) == 2 and tail and "/" not in tail:
-                        yield head + tail
+                        yield StoredObject(head + tail, int(item.get("Size", 0)),
+                                           item["LastModified"].timestamp())
 
     def delete(self, oid: str) -> None:
-        """Remove an object (only tests and repair use this)."""
+        """Remove an object (gc; tests). Gone already is fine (S3 says so too)."""
         with self._translated("delete", oid):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(oid))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from cp_manage.backends.objects import object_key
+from cp_manage.backends.objects import StoredObject, object_key
 from cp_manage.errors import CPVError, StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress, atomic_output, copy_file_md5, explain_os_error
@@ -50,6 +50,12 @@ class Storage(Protocol):
 
     def iter_oids(self) -> Iterator[str]:
         """Every object id stored (for checks and tests)."""
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object stored, with its size and storage's own timestamp (for gc and du)."""
+
+    def delete(self, oid: str) -> None:
+        """Remove object ``oid`` (gone already is fine)."""
 
 
 class LocalStorage:
@@ -156,8 +162,15 @@ class LocalStorage:
                 if not entry.name.endswith(".cpv-tmp") and not entry.name.startswith("."):
                     yield prefix.name + entry.name
 
+    def iter_objects(self) -> Iterator[StoredObject]:
+        base = self.root / "files" / "md5"
+        for oid in self.iter_oids():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                info = (base / oid[:2] / oid[2:]).stat()
+                yield StoredObject(oid, info.st_size, info.st_mtime)
+
     def delete(self, oid: str) -> None:
-        """Remove an object (only tests and repair use this)."""
+        """Remove an object (gc; tests). Gone already is fine."""
         with contextlib.suppress(FileNotFoundError):
             os.chmod(self._path(oid), 0o644)
             os.unlink(self._path(oid))

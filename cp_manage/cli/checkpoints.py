@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cp_manage.cli import output
+from cp_manage.cli.gc_cmd import make_du, make_gc
 from cp_manage.cli.stages_cmd import add_stage_commands, printable
 
 if TYPE_CHECKING:
@@ -367,10 +368,13 @@ def make_group(kind: str) -> click.Group:
         else:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
+    add_stage_commands(group, kind, _manager, repo_option, without_clone)
+    group.add_command(make_gc((kind,)))
+    group.add_command(make_du((kind,)))
+
     from cp_manage.cli import pictures
 
     pictures.add_commands(group, kind, repo_option)
-    add_stage_commands(group, kind, _manager, repo_option, without_clone)
     return group
 
 
