@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cp_manage.backends.objects import StoredObject
+from cp_manage.backends.objects import ObjectId, StoredObject
 from cp_manage.errors import CPVError, RemoteError, StorageError
 from cp_manage.faults import pause_point
 from cp_manage.manage.gc_plan import (
@@ -31,6 +31,7 @@ from cp_manage.manage.gc_plan import (
     read_history,
 )
 from cp_manage.manage.gc_record import GCRecord, RemovedUpload, push_record
+from cp_manage.manage.queue import UploadQueue
 from cp_manage.manage.repository import Repository
 from cp_manage.manage.stages import refresh
 from cp_manage.spec import DATA
@@ -99,7 +100,9 @@ def fetch_refs(repo: Repository) -> None:
 def _plan(repo: Repository, options: GCOptions, inventory: dict[str, StoredObject], now: float,
           reader: ListingReader) -> Plan:
     history: History = read_history(repo, options, reader)
-    return make_plan(history, inventory, options, now, reader)
+    # Snapshots waiting in this clone's background upload queue are uploads to be: kept.
+    queued = {oid for entry in UploadQueue(repo).entries() for oid in entry.objects}
+    return make_plan(history, inventory, options, now, reader, protected=queued)
 
 
 def _cached_size(repo: Repository, oids: set[str]) -> tuple[list[str], int]:
@@ -199,7 +202,7 @@ def _delete(repo: Repository, doomed: set[str], record: str) -> None:
     """Remove ``doomed`` from storage: files first, folder listings last. An interrupted run
     so leaves a listing until its files are gone, and the next run still knows them (removed
     first, the listing would leave files no commit refers to)."""
-    order = sorted(doomed, key=lambda oid: (oid.endswith(".dir"), oid))
+    order = sorted(doomed, key=lambda oid: (ObjectId(oid).is_listing, oid))
     for done, oid in enumerate(order):
         try:
             repo.storage.delete(oid)

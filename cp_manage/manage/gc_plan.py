@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cp_manage.backends.objects import StoredObject
+from cp_manage.backends.objects import ObjectId, StoredObject
 from cp_manage.backends.pointer import Pointer, parse_pointer
 from cp_manage.errors import CPVError, PointerError
 from cp_manage.fsutil import md5_file
@@ -387,8 +387,10 @@ class Plan:
 
 
 def make_plan(history: History, inventory: dict[str, StoredObject], options: GCOptions,
-              now: float, reader: ListingReader) -> Plan:
-    """Apply the rules (see the module) to ``history`` and ``inventory``; changes nothing."""
+              now: float, reader: ListingReader, *, protected: set[str] | None = None) -> Plan:
+    """Apply the rules (see the module) to ``history`` and ``inventory``; changes nothing.
+
+    ``protected`` objects are never doomed (the snapshots of queued background uploads)."""
     kept: set[str] = set()
     candidates: set[str] = set()
     unreadable = []
@@ -407,7 +409,9 @@ def make_plan(history: History, inventory: dict[str, StoredObject], options: GCO
     doomed = candidates & old
     if options.include_unreferenced:
         doomed |= unreferenced & old
-    for listing in sorted(oid for oid in inventory if oid.endswith(".dir") and oid not in doomed):
+    doomed -= protected or set()
+    listings = (oid for oid in inventory if ObjectId(oid).is_listing and oid not in doomed)
+    for listing in sorted(listings):
         named = reader.entries(listing)
         if named:
             doomed -= named  # storage never holds a listing without its files

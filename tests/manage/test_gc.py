@@ -209,3 +209,23 @@ def test_the_readme_block_runs_as_written(repo: ModelRepo) -> None:
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     # Everything is minutes old: inside the grace period, so nothing went.
     assert "Nothing would be removed (keep-last 3, grace 24h)" in result.stdout
+
+
+def test_a_snapshot_waiting_in_the_upload_queue_is_kept(repo: ModelRepo) -> None:
+    """A background upload still queued here names objects no commit refers to yet, possibly
+    the same bytes as an upload gc would remove: gc keeps them, so the flush still finds them."""
+    from cp_manage.backends.pointer import Pointer
+    from cp_manage.manage.queue import UploadQueue, new_entry
+
+    made = history(repo)
+    age_storage(repo.storage)
+    waiting = made["u1"]  # the queued checkpoint has the bytes of an upload nobody needs
+    entry = new_entry(Pointer(path="model.bin", md5=waiting, size=512), [waiting], metrics=None,
+                      message="queued", tag=True, source=repo.root / "model.bin", source_key=None)
+    UploadQueue(repo.manager.repo).add(entry)
+
+    report = json.loads(run_cpv("gc", "--json", cwd=repo.root).stdout)
+    removed = {u["oid"] for u in report["uploads"]}
+    assert removed == {made["v0.1"], made["v0.2"]}
+    assert storage_object(repo.storage, waiting).exists()
+    assert (repo.cache / "files" / "md5" / waiting[:2] / waiting[2:]).exists()
