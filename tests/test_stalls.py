@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -22,8 +23,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import CPV, TIMEOUT, assert_one_error_line, git, md5_of, write_random
-from servers import SeaweedS3
+from helpers import (
+    CPV,
+    TIMEOUT,
+    ModelRepo,
+    assert_one_error_line,
+    git,
+    md5_of,
+    run_cpv,
+    write_random,
+)
+from servers import SeaweedS3, SSHServer, find_sshd
 
 from cp_manage.backends import s3 as s3_module
 from cp_manage.backends.s3 import S3Storage
@@ -352,3 +362,108 @@ def test_transient_failures_are_retried_with_backoff_and_verbose_says_so(
     assert [o["Key"] for o in stored] == [f"T/m/files/md5/{md5[:2]}/{md5[2:]}"]
     assert hashlib.md5(s3.client().get_object(Bucket=bucket, Key=stored[0]["Key"])[
         "Body"].read()).hexdigest() == md5
+
+
+# -- git: a host that stops answering is bounded too ---------------------------------------------
+
+
+@pytest.fixture
+def model_repo(repo: ModelRepo) -> ModelRepo:
+    """A model repository (embedded remotes) with a first upload, and a new one to upload."""
+    repo.write_model(4096, seed=1)
+    run_cpv("model", "upload", cwd=repo.root)
+    repo.write_model(4096, seed=2)
+    return repo
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts connections and never says a word."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+@pytest.mark.skipif(find_sshd() is None, reason="sshd missing: apt-get install openssh-server")
+@pytest.mark.parametrize("configured", ["GIT_SSH_COMMAND", "core.sshCommand"])
+def test_a_frozen_ssh_git_host_is_named_within_the_bound(
+        model_repo: ModelRepo, tmp_path: Path, configured: str) -> None:
+    """sshd stopped (SIGSTOP): the connection is accepted, the SSH banner never comes. The
+    user's own ssh command (its config: key, port, known hosts) is kept, with cpv's timeouts
+    added, as the upload once sshd is back shows."""
+    repo = model_repo
+    with SSHServer(tmp_path / "ssh") as ssh:
+        url = ssh.git_url(repo.remote)
+        repo.git("remote", "set-url", "origin", url)
+        env = {"CPV_GIT_TIMEOUT": "2"}
+        if configured == "GIT_SSH_COMMAND":
+            env["GIT_SSH_COMMAND"] = ssh.ssh_command
+        else:
+            repo.git("config", "core.sshCommand", ssh.ssh_command)
+        assert ssh.process is not None
+        os.kill(ssh.process.pid, signal.SIGSTOP)
+        try:
+            result, took = cpv(["model", "upload"], repo.root, **env)
+        finally:
+            os.kill(ssh.process.pid, signal.SIGCONT)
+        line = assert_one_error_line(result)
+        print(f"\n{took:.1f} s: {line}")
+        assert f"The git host 127.0.0.1:{ssh.port} did not answer for 2 s while fetching " \
+            f"from {url}" in line
+        assert "CPV_GIT_TIMEOUT" in line
+        assert took < 15
+        again, _ = cpv(["model", "upload"], repo.root, **env)
+        assert again.returncode == 0, again.stderr
+        assert f"{repo.head()}\trefs/heads/main" in repo.remote_refs()
+
+
+def test_a_silent_http_git_host_is_named_within_the_bound(model_repo: ModelRepo) -> None:
+    listener = SilentListener()
+    url = f"http://127.0.0.1:{listener.port}/T/m.git"
+    model_repo.git("remote", "set-url", "origin", url)
+    try:
+        result, took = cpv(["model", "upload"], model_repo.root, CPV_GIT_TIMEOUT="2")
+    finally:
+        listener.close()
+    line = assert_one_error_line(result)
+    print(f"\n{took:.1f} s: {line}")
+    assert f"The git host 127.0.0.1:{listener.port} did not answer for 2 s while fetching " \
+        f"from {url}" in line
+    assert took < 15
+
+
+def test_a_push_the_git_host_never_finishes_is_stopped(model_repo: ModelRepo) -> None:
+    """The host answers (a local remote here) but its hook hangs: git itself is stopped
+    after twice the timeout, and the upload is taken back."""
+    repo = model_repo
+    pid_file = repo.root.parent / "hook.pid"
+    hook = repo.remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec sleep 300\n")
+    hook.chmod(0o755)
+    before = repo.remote_refs()
+    try:
+        result, took = cpv(["model", "upload"], repo.root, CPV_GIT_TIMEOUT="3")
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    line = assert_one_error_line(result)
+    print(f"\n{took:.1f} s: {line}")
+    assert f"The git remote did not finish pushing to {repo.remote} within 6 s" in line
+    assert took < 20
+    assert repo.remote_refs() == before
+    assert repo.git("rev-parse", "HEAD") == before.split()[0]
+    hook.unlink()
+    again, _ = cpv(["model", "upload"], repo.root)
+    assert again.returncode == 0, again.stderr
