@@ -5,6 +5,8 @@ that point the process kills itself with SIGKILL, exactly as an OOM-killer or a 
 would, leaving whatever was half-done. ``CPV_TEST_SIGNAL_AT=<point>`` sends the process
 ``CPV_TEST_SIGNAL`` (SIGINT or SIGTERM, default SIGTERM) there instead: a real signal, handled
 as one from a terminal or a batch scheduler would be. Unset, this costs two dictionary lookups.
+``CPV_TEST_NO_RENAME_EXCHANGE=1`` makes cpv swap files and folders the way it does where the
+platform has no atomic exchange (``cp_manage.swap``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 import signal
 
 POINTS = ("hashing", "storage_upload", "multipart_part", "storage_download", "after_blobs",
-          "after_commit", "after_push", "after_tag_created", "after_tag_pushed")
+          "after_commit", "after_push", "after_tag_created", "after_tag_pushed",
+          "workspace_staged", "workspace_half_swapped", "workspace_swapped")
 
 
 def crash_point(name: str) -> None:
@@ -22,3 +25,8 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("CPV_TEST_SIGNAL_AT") == name:
         os.kill(os.getpid(), signal.Signals[os.environ.get("CPV_TEST_SIGNAL", "SIGTERM")])
+
+
+def exchange_disabled() -> bool:
+    """Whether a test asked for swaps without ``renameat2(RENAME_EXCHANGE)``."""
+    return os.environ.get("CPV_TEST_NO_RENAME_EXCHANGE") == "1"

@@ -45,6 +45,7 @@ from cp_manage.manage.workspace import (
     restore_and_commit,
 )
 from cp_manage.spec import ArtifactSpec
+from cp_manage.swap import recover
 from cp_manage.versions import Kind, validate_name
 
 logger = logging.getLogger("cp_manage")
@@ -314,6 +315,7 @@ class CheckpointManager(VersionTagging):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
         handler = handler_for(spec)
+        recover(target)  # a download into this folder killed half-way through its swap
         if _occupied(target) and not force:
             if select is None and handler.holds(source, pointer, target):
                 logger.info("%s already holds %s %s", target, self.kind, info.version or "HEAD")
