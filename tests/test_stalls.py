@@ -37,6 +37,7 @@ from servers import SeaweedS3, SSHServer, find_sshd
 
 from cp_manage.backends import s3 as s3_module
 from cp_manage.backends.s3 import S3Storage
+from cp_manage.backends.s3_watch import EndpointStalled, EndpointWatch
 from cp_manage.errors import StorageError
 
 MiB = 1024 * 1024
@@ -221,6 +222,20 @@ def test_a_ranged_download_stalled_mid_way_ends(
     assert f"did not answer for {SHORT} s while" in raised.value.message
     assert md5 in raised.value.message
     assert took < 3 * SHORT + 10
+
+
+def test_a_stall_is_remembered_for_one_timeout_then_the_endpoint_gets_another_chance(
+        ) -> None:
+    """Within a command, no request follows a stall; a program that keeps the storage open
+    (a training script uploading every epoch) is not cut off from it for good."""
+    watch = EndpointWatch(0.3, "http://127.0.0.1:1")
+    watch.note_stall("uploading part 2 of object x")
+    assert watch.is_stalled()
+    with pytest.raises(EndpointStalled):
+        watch._refuse_after_stall()
+    time.sleep(0.4)
+    assert not watch.is_stalled()
+    watch._refuse_after_stall()
 
 
 def test_with_the_default_timeout_a_stalled_upload_ends_within_a_minute(

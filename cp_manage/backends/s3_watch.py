@@ -3,9 +3,10 @@
 Every request has ``timeout`` seconds to connect and then to deliver each next piece of its
 answer (botocore's ``connect_timeout`` and ``read_timeout``). A request that gets no answer in
 that time is not retried: the endpoint has stalled, the wait the user allowed is spent, and
-``EndpointWatch`` remembers it, so every later request of the command (the other parts of a
-multipart upload, the clean-up after it) fails at once instead of waiting again. The command
-so ends about ``timeout`` seconds after the endpoint went silent, whatever its threads.
+``EndpointWatch`` remembers it for another ``timeout``, so the requests that would follow
+(the other parts of a multipart upload, the clean-up after it) fail at once instead of waiting
+again. The command so ends about ``timeout`` seconds after the endpoint went silent, whatever
+its threads; a program that keeps the storage open gives the endpoint another chance later.
 
 Transient failures, 503 SlowDown, throttling, 500s, a reset connection, are retried by
 botocore's "standard" retry mode with exponential backoff and jitter, up to ``ATTEMPTS``
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -53,7 +55,9 @@ class EndpointWatch:
         self.timeout = timeout
         self.endpoint = endpoint
         self.stalled: str | None = None
-        """What cpv was waiting for when the endpoint first did not answer (None: it has not)."""
+        """What cpv was waiting for when the endpoint last stopped answering (None: it has
+        not, or that was more than ``timeout`` ago)."""
+        self._stalled_at = 0.0
 
     def attach(self, client: Any) -> None:
         """Hook into ``client`` (made with retries in standard mode and ``ATTEMPTS``): no
@@ -72,8 +76,14 @@ class EndpointWatch:
                         unique_id=_RETRY_HANDLER_ID)
 
     def _refuse_after_stall(self, **_: Any) -> None:
-        if self.stalled is not None:
+        if self.is_stalled():
             raise EndpointStalled(self.stalled)
+
+    def is_stalled(self) -> bool:
+        """Whether the endpoint stopped answering less than ``timeout`` seconds ago."""
+        if self.stalled is not None and time.monotonic() - self._stalled_at > self.timeout:
+            self.stalled = None  # long enough ago: the endpoint gets another chance
+        return self.stalled is not None
 
     def _retry_or_not(self, decide: Callable[..., float | None]) -> Callable[..., Any]:
         def needs_retry(**kwargs: Any) -> float | bool | None:
@@ -82,7 +92,7 @@ class EndpointWatch:
             if error is not None and is_timeout(error):
                 self.note_stall(what)
                 return False  # a request that got no answer in time is not sent again
-            if self.stalled is not None:
+            if self.is_stalled():
                 return False
             delay = decide(**kwargs)
             if delay:  # False and None both mean no retry
@@ -96,8 +106,8 @@ class EndpointWatch:
     def note_stall(self, what: str) -> None:
         """Remember that the endpoint did not answer while cpv was doing ``what`` (the first
         stall is the one reported)."""
-        if self.stalled is None:
-            self.stalled = what
+        if not self.is_stalled():
+            self.stalled, self._stalled_at = what, time.monotonic()
             logger.info("The S3 endpoint %s did not answer for %g s while %s; no further "
                         "requests are sent to it", self.endpoint, self.timeout, what)
 
