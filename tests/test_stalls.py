@@ -33,7 +33,7 @@ from helpers import (
     run_cpv,
     write_random,
 )
-from servers import SeaweedS3, SSHServer, find_sshd
+from servers import SeaweedS3, SSHServer, find_sshd, free_ports
 
 from cp_manage.backends import s3 as s3_module
 from cp_manage.backends.s3 import S3Storage
@@ -222,6 +222,21 @@ def test_a_ranged_download_stalled_mid_way_ends(
     assert f"did not answer for {SHORT} s while" in raised.value.message
     assert md5 in raised.value.message
     assert took < 3 * SHORT + 10
+
+
+def test_a_refused_connection_is_no_stall(aws_env: dict[str, str]) -> None:
+    """Nothing listens: refused at once (retried, then reported as unreachable), never taken
+    for an endpoint that did not answer (urllib3 files a refused connection under its
+    timeouts)."""
+    endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
+    storage = S3Storage("s3://bucket/x", endpoint_url=endpoint)
+    began = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        storage.ensure_location()
+    assert f"Cannot reach the S3 endpoint {endpoint}" in raised.value.message
+    assert "did not answer" not in raised.value.message
+    assert time.monotonic() - began < 15
+    assert storage.watch.stalled is None
 
 
 def test_a_stall_is_remembered_for_one_timeout_then_the_endpoint_gets_another_chance(

@@ -419,8 +419,10 @@ class S3Storage:
                     with self._large:
                         _PartedUpload(self, oid, source, total, progress).run()
             except OSError as e:  # the local side: the file went away or the disk failed
-                if is_timeout(e) or type(e).__module__.startswith("botocore"):
-                    raise  # the remote side (some of botocore's errors are OSErrors too)
+                from botocore.exceptions import BotoCoreError
+
+                if is_timeout(e) or isinstance(e, BotoCoreError):
+                    raise  # the remote side (botocore's timeouts are OSErrors too)
                 raise StorageError(f"Cannot read {source}: {e.strerror or e}",
                                    hint="Run the command again; nothing was committed.") from e
 

@@ -117,9 +117,10 @@ class EndpointWatch:
                 f"{self.stalled or action_in_progress}")
 
     def hint(self) -> str:
-        return ("Check that the endpoint is up and reachable, then run the same command again "
-                "(what storage already holds is not sent again). CPV_S3_TIMEOUT (or 'cpv config "
-                "set s3_timeout SECONDS') sets how long cpv waits for an answer.")
+        return ("Check that the endpoint is up and reachable (and its URL: 'cpv config aws "
+                "--endpoint-url'), then run the same command again (what storage already holds "
+                "is not sent again). CPV_S3_TIMEOUT (or 'cpv config set s3_timeout SECONDS') "
+                "sets how long cpv waits for an answer.")
 
 
 def is_timeout(error: BaseException) -> bool:
@@ -127,17 +128,18 @@ def is_timeout(error: BaseException) -> bool:
     from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
     kinds: tuple[type[BaseException], ...] = (ConnectTimeoutError, ReadTimeoutError,
-                                              socket.timeout, TimeoutError)
+                                              socket.timeout, TimeoutError, EndpointStalled)
     try:
-        from urllib3.exceptions import TimeoutError as Urllib3Timeout
+        # Not urllib3's TimeoutError: its NewConnectionError (a refused connection) is one.
+        from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
 
-        kinds = (*kinds, Urllib3Timeout)
+        kinds = (*kinds, Urllib3ReadTimeout)
     except ImportError:  # pragma: no cover - urllib3 comes with botocore
         pass
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, kinds) or isinstance(current, EndpointStalled):
+        if isinstance(current, kinds):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
