@@ -11,6 +11,9 @@ point for as long as the file exists: a test holds a background upload there (a 
 and lets it go by removing the file. With ``CPV_TEST_PAUSED_FILE=<path>`` too, the run creates
 that file once it waits, so the test knows when to act (a teammate pushing while gc is between
 its plan and its deletion).
+
+``CPV_TEST_NO_RENAME_EXCHANGE=1`` makes cpv swap files and folders the way it does where the
+platform has no atomic exchange (``cp_manage.swap``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import time
 
 POINTS = ("hashing", "storage_upload", "multipart_part", "storage_download", "after_blobs",
           "after_commit", "after_push", "after_tag_created", "after_tag_pushed", "queue_entry",
-          "queue_done", "gc_before_recheck")
+          "queue_done", "gc_before_recheck", "workspace_staged", "workspace_half_swapped",
+          "workspace_swapped")
 
 
 def crash_point(name: str) -> None:
@@ -40,3 +44,8 @@ def pause_point(name: str) -> None:
         while os.path.exists(os.environ.get("CPV_TEST_PAUSE_FILE", "")):
             time.sleep(0.05)
     crash_point(name)
+
+
+def exchange_disabled() -> bool:
+    """Whether a test asked for swaps without ``renameat2(RENAME_EXCHANGE)``."""
+    return os.environ.get("CPV_TEST_NO_RENAME_EXCHANGE") == "1"

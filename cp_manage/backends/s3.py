@@ -26,6 +26,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from cp_manage.backends.objects import ObjectId, StoredObject, is_object_id, object_key
+from cp_manage.backends.s3_watch import ATTEMPTS, EndpointWatch, is_timeout
+from cp_manage.config import timeout_setting
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
@@ -129,6 +131,10 @@ class S3Storage:
             None if self.env_keys else settings.get("aws_profile")) or None
         self.credentials_file: str | None = (
             credentials_file or settings.get("aws_credential_path") or None)
+        # How long a request waits for an answer (see s3_watch): CPV_S3_TIMEOUT, s3_timeout.
+        self.timeout = timeout_setting(settings if config is not None else {
+            "s3_timeout": os.environ.get("CPV_S3_TIMEOUT")}, "s3_timeout")
+        self.watch = EndpointWatch(self.timeout, self.endpoint_url or "AWS S3")
         self._client: Any = None
         self._session: Any = None
         self._client_lock = threading.Lock()
@@ -174,9 +180,11 @@ class S3Storage:
         self._session = core
         settings = botocore.config.Config(
             max_pool_connections=max(DOWNLOAD_WORKERS, UPLOAD_WORKERS, HEAD_WORKERS) + 4,
-            connect_timeout=10,
-            read_timeout=60,
-            retries={"mode": "standard", "max_attempts": 3},
+            # A stalled endpoint ends the command about ``timeout`` seconds after it went
+            # silent; transient failures are retried (s3_watch).
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries={"mode": "standard", "max_attempts": ATTEMPTS},
             # Bodies go with a CRC32 checksum the server verifies, not a SHA-256 in the
             # signature: botocore already does so over https, and over plain http (an in-house
             # store) the SHA-256 pass costs a CPU-second per GiB that the transfer needs.
@@ -195,6 +203,9 @@ class S3Storage:
         # On the service-wide event, as botocore's own hook that adds the header: a hook on
         # "before-call.s3.PutObject" would run before that one.
         client.meta.events.register_last("before-call.s3", _no_wait_for_small_bodies)
+        if self.endpoint_url is None:
+            self.watch.endpoint = client.meta.endpoint_url
+        self.watch.attach(client)
         return client
 
     def _key(self, oid: str) -> str:
@@ -283,8 +294,11 @@ class S3Storage:
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageError(f"No usable AWS credentials to {action} {subject}",
                                 hint=self._credentials_hint())
-        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError
-                      | bx.ReadTimeoutError | bx.ConnectionClosedError
+        if is_timeout(exc):
+            self.watch.note_stall(f"trying to {action} {subject}")
+            return StorageError(self.watch.message(f"trying to {action} {subject}"),
+                                hint=self.watch.hint())
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError
                       | bx.ResponseStreamingError):
             endpoint = self.endpoint_url or (
                 self._client.meta.endpoint_url if self._client is not None else "AWS S3")
@@ -353,7 +367,8 @@ class S3Storage:
 
         return bool(object_exists(bucket=self.bucket, key=self._key(oid),
                                   endpoint_url=self.endpoint_url, region=self.region,
-                                  profile=self.profile, credentials_file=self.credentials_file))
+                                  profile=self.profile, credentials_file=self.credentials_file,
+                                  timeout=self.timeout))
 
     def _head(self, oid: str, action: str = "check") -> dict[str, Any] | None:
         """The object's metadata, or None when it is not there."""
@@ -403,6 +418,10 @@ class S3Storage:
                     with self._large:
                         _PartedUpload(self, oid, source, total, progress).run()
             except OSError as e:  # the local side: the file went away or the disk failed
+                from botocore.exceptions import BotoCoreError
+
+                if is_timeout(e) or isinstance(e, BotoCoreError):
+                    raise  # the remote side (botocore's timeouts are OSErrors too)
                 raise StorageError(f"Cannot read {source}: {e.strerror or e}",
                                    hint="Run the command again; nothing was committed.") from e
 

@@ -52,6 +52,7 @@ from cp_manage.manage.workspace import (
 )
 from cp_manage.pictures.page import write_report
 from cp_manage.spec import ArtifactSpec
+from cp_manage.swap import recover
 from cp_manage.versions import Kind, validate_name
 
 if TYPE_CHECKING:
@@ -342,6 +343,7 @@ class CheckpointManager(VersionTagging, StageRegistry):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
         handler = handler_for(spec)
+        recover(target)  # a download into this folder killed half-way through its swap
         if _occupied(target) and not force:
             if select is None and handler.holds(source, pointer, target):
                 logger.info("%s already holds %s %s", target, self.kind, info.version or "HEAD")

@@ -26,7 +26,6 @@ import re
 import shutil
 import stat
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from cp_manage.manage.handlers import (
     state_key,
 )
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
+from cp_manage.swap import swap_in
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -259,22 +259,12 @@ def _remove_tree(path: Path) -> None:
 
 
 def swap_into_place(built: Path, target: Path) -> None:
-    """Replace ``target`` (whatever it is) by the folder ``built``, a sibling of it.
-
-    Two renames in the same folder: a reader sees the old dataset or the new one (or, for an
-    instant, none), never a mix; if the second rename fails the old one is put back.
-    """
-    if not os.path.lexists(target):
-        os.rename(built, target)
-        return
-    old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.cpv-old"
-    os.rename(target, old)
-    try:
-        os.rename(built, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    _remove_tree(old)
+    """Replace ``target`` (whatever it is) by the folder ``built``, a sibling of it, then
+    remove the old one: ``target`` names the old dataset or the new one at every instant,
+    never a mix nor nothing (``cp_manage.swap``)."""
+    old = swap_in(built, target)
+    if old is not None:
+        _remove_tree(old)
 
 
 def build_next_to(target: Path) -> Path:

@@ -25,6 +25,7 @@ from cp_manage.backends.objects import ObjectId
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.fsutil import Progress, explained, md5_file, progress_phase
+from cp_manage.interrupts import critical, record_resumable
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 WORKERS = 16
 """Concurrent transfers for many small files (storage backends are thread-safe)."""
+MiB = 1024 * 1024
 
 
 def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
@@ -151,10 +153,11 @@ def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
 
     threads = [threading.Thread(target=worker, name="cpv-transfer", daemon=True)
                for _ in range(min(WORKERS, len(items)))]
-    for thread in threads:
-        thread.start()
     results_by_index: dict[int, R] = {}
     try:
+        with critical():  # a signal waits until all are started, so that all are joined
+            for thread in threads:
+                thread.start()
         while len(results_by_index) < len(items):
             index, ok, value = outcomes.get()
             if not ok:
@@ -179,12 +182,24 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     files = [oid for oid in ordered if not ObjectId(oid).is_listing]
     listings = [oid for oid in ordered if ObjectId(oid).is_listing]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
+    total = sum(sizes[oid] for oid in files)
+    stored: list[int] = []  # the sizes of the files in storage so far, from any thread
+    lock = threading.Lock()
+
+    def store(oid: str, progress: Progress | None = None) -> None:
+        repo.storage.upload(oid, repo.cache.path(oid), progress=progress)
+        with lock:
+            stored.append(sizes[oid])
+
+    # An interruption says how much a rerun will not send again (counted once it stopped).
+    record_resumable(lambda: stored_text(len(stored), len(files), sum(stored), total)
+                     if stored else None)
     if files:
         progress_phase(progress, "sending")
     if len(files) == 1:
-        repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
+        store(files[0], progress)
     elif files:
-        total, done = sum(sizes[oid] for oid in files), 0
+        done = 0
 
         def sent(oid: str, _result: None) -> None:
             nonlocal done
@@ -192,11 +207,20 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
             if progress:
                 progress(done, total)
 
-        run_parallel(lambda oid: repo.storage.upload(oid, repo.cache.path(oid)), files,
-                     on_done=sent)
+        run_parallel(store, files, on_done=sent)
     for oid in listings:
         repo.storage.upload(oid, repo.cache.path(oid))
     return sum(sizes.values())
+
+
+def stored_text(count: int, of: int, done: int, total: int) -> str:
+    """How many of the files an upload sends are in storage: "3 of the 12 files to send (0.8
+    of 3.1 MiB) are in storage"."""
+    if count == of:
+        things = "the file" if of == 1 else f"the {of} files"
+        return f"{things} to send ({total / MiB:.1f} MiB) {'is' if of == 1 else 'are'} in storage"
+    return (f"{count} of the {of} files to send ({done / MiB:.1f} of {total / MiB:.1f} MiB) "
+            "are in storage")
 
 
 def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
