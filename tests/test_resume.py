@@ -12,6 +12,7 @@ lands half-way (see cp_manage/faults.py).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CPV, TIMEOUT, ModelRepo, md5_of, storage_object, write_random
+from helpers import CPV, TIMEOUT, ModelRepo, md5_of, run_cpv, storage_object, write_random
 from servers import SeaweedS3
 
 from cp_manage.cli.output import human_size
@@ -245,6 +246,29 @@ def test_a_corrupted_partial_download_is_received_again_whole(s3_repo: S3Repo) -
     assert temporaries(repo.root, out) == []
 
 
+def test_doctor_lists_an_abandoned_s3_upload_and_aborts_it_past_the_grace(
+        s3_repo: S3Repo) -> None:
+    repo = s3_repo
+    md5 = write_random(repo.root / "model.bin", 3 * S3_PART)
+    stop_when(start(["model", "upload"], repo.root, paced(repo.env)),
+              lambda: len(repo.parts()) >= 1, signal.SIGKILL)
+    settled(repo.parts)
+
+    young = doctor(repo.root, repo.env)["partial_uploads"]
+    assert young["status"] == "passed" and "left alone" in young["detail"]
+    [item] = young["items"]
+    assert item["kind"] == "multipart upload" and item["where"].endswith(repo.key(md5))
+    assert item["size"] == sum(repo.parts().values()) and item["age_seconds"] < 3600
+    kept = doctor(repo.root, repo.env, "--repair")["partial_uploads"]  # 24 h by default
+    assert kept["status"] == "passed" and len(repo.uploads()) == 1
+
+    assert doctor(repo.root, repo.env, "--grace", "0s", expect=1)[
+        "partial_uploads"]["status"] == "failed"
+    repaired = doctor(repo.root, repo.env, "--repair", "--grace", "0s")["partial_uploads"]
+    assert repaired["status"] == "passed" and "removed 1" in repaired["detail"]
+    assert repo.uploads() == []
+
+
 # -- a local storage folder ----------------------------------------------------------------------
 
 
@@ -272,6 +296,15 @@ def md5_hex(data: bytes) -> str:
     import hashlib
 
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def doctor(root: Path, env: dict[str, str] | None, *args: str, expect: int = 0
+           ) -> dict[str, dict[str, Any]]:
+    result = subprocess.run([*CPV, "doctor", "--json", *args], cwd=root,
+                            env=env or dict(os.environ), capture_output=True, text=True,
+                            timeout=TIMEOUT, check=False)
+    assert result.returncode == expect, (result.stdout, result.stderr)
+    return {finding["check"]: finding for finding in json.loads(result.stdout)}
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
@@ -335,6 +368,45 @@ def test_local_download_stopped_half_way_receives_only_the_rest(repo: ModelRepo,
     assert resumed(again, "received") == (human_size(received), human_size(size))
     assert md5_of(out / "model.bin") == md5
     assert temporaries(repo.root, out, repo.storage) == []
+
+
+def test_doctor_repairs_abandoned_local_partials_by_their_age(repo: ModelRepo) -> None:
+    """Partial files in the storage folder and in the cache: younger than the grace period
+    they are listed and left; older ones are removed by --repair; one a live process holds is
+    left whatever its age."""
+    md5 = repo.write_model(24 * MiB)
+    partial = storage_partial(repo, md5)
+    stop_when(start(["model", "upload"], repo.root, paced(dict(os.environ), 0.5)),
+              lambda: size_of(partial) >= 8 * MiB, signal.SIGKILL)
+    download = repo.cache / "cpv-partial" / f"{'ab' * 16}.cpv-partial"
+    download.parent.mkdir(parents=True, exist_ok=True)
+    download.write_bytes(b"received so far")
+
+    findings = doctor(repo.root, None)
+    assert findings["partial_uploads"]["status"] == "passed"
+    assert [i["where"] for i in findings["partial_uploads"]["items"]] == [str(partial)]
+    assert [i["where"] for i in findings["partial_downloads"]["items"]] == [str(download)]
+    assert partial.exists() and download.exists()
+
+    day_ago = time.time() - 25 * 3600
+    for path in (partial, download):
+        os.utime(path, (day_ago, day_ago))
+    stale = doctor(repo.root, None, expect=1)
+    assert stale["partial_uploads"]["status"] == stale["partial_downloads"]["status"] == "failed"
+
+    with open(download, "rb") as held:  # a download still running holds its partial file
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        repaired = doctor(repo.root, None, "--repair")
+        assert repaired["partial_downloads"]["items"][0]["in_use"] is True
+        assert download.exists()
+    assert not partial.exists()
+    assert "removed 1" in repaired["partial_uploads"]["detail"]
+    doctor(repo.root, None, "--repair", "--grace", "0")
+    assert not download.exists()
+
+    run_cpv("model", "upload", cwd=repo.root)  # the upload itself starts over and completes
+    assert md5_of(storage_object(repo.storage, md5)) == md5
+    assert temporaries(repo.root, repo.storage) == []
 
 
 def test_s3_folder_download_killed_continues_its_large_files(s3: SeaweedS3,
