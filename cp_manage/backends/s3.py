@@ -904,9 +904,13 @@ class _PartedUpload:
     def _send_all(self, upload_id: str, stored: dict[int, dict[str, Any]]) -> None:
         from concurrent.futures import FIRST_EXCEPTION, wait
 
+        # The parts storage lacks go first: sending is the long part, and the stored ones are
+        # checked (read and hashed) on the threads left over meanwhile.
+        order = sorted(range(len(self.parts)), key=lambda number: number + 1 in stored)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cpv-s3-put") as pool:
-            futures = [pool.submit(self._send, upload_id, number, stored.get(number + 1))
-                       for number in range(len(self.parts))]
+            by_number = {number: pool.submit(self._send, upload_id, number,
+                                             stored.get(number + 1)) for number in order}
+            futures = [by_number[number] for number in range(len(self.parts))]
             try:
                 finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 for future in finished:
