@@ -14,13 +14,18 @@ its plan and its deletion).
 
 ``CPV_TEST_NO_RENAME_EXCHANGE=1`` makes cpv swap files and folders the way it does where the
 platform has no atomic exchange (``cp_manage.swap``).
+
+``CPV_TEST_PACE`` and ``CPV_TEST_PART_SIZE`` slow transfers down and cut them into small parts,
+so a test can kill a real transfer from outside at a real point.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 
 POINTS = ("hashing", "storage_upload", "multipart_part", "storage_download", "after_blobs",
           "after_commit", "after_push", "after_tag_created", "after_tag_pushed", "queue_entry",
@@ -49,3 +54,37 @@ def pause_point(name: str) -> None:
 def exchange_disabled() -> bool:
     """Whether a test asked for swaps without ``renameat2(RENAME_EXCHANGE)``."""
     return os.environ.get("CPV_TEST_NO_RENAME_EXCHANGE") == "1"
+
+
+_pace_lock = threading.Lock()
+
+
+def pace() -> None:
+    """Tests only: with ``CPV_TEST_PACE=<seconds>``, every transfer step (a part sent or
+    received, a chunk copied) waits its turn, one at a time, that many seconds apart, so a
+    test can stop a transfer of a few MiB half-way from outside, as a slow link would allow."""
+    delay = os.environ.get("CPV_TEST_PACE")
+    if delay:
+        with _pace_lock:
+            time.sleep(float(delay))
+
+
+def part_size(default: int) -> int:
+    """The transfer part size: ``default``, or ``CPV_TEST_PART_SIZE`` (bytes) in tests, so a
+    multi-part transfer needs a few MiB, not hundreds (read once, when cpv's modules load)."""
+    value = os.environ.get("CPV_TEST_PART_SIZE")
+    return int(value) if value else default
+
+
+def paced(progress: Callable[[int, int], None] | None) -> Callable[[int, int], None] | None:
+    """``progress``, made to ``pace()`` at every call when ``CPV_TEST_PACE`` is set (a copy
+    reports each chunk, so this paces the copy itself)."""
+    if not os.environ.get("CPV_TEST_PACE"):
+        return progress
+
+    def step(done: int, total: int) -> None:
+        pace()
+        if progress:
+            progress(done, total)
+
+    return step

@@ -348,7 +348,8 @@ def make_group(kind: str) -> click.Group:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
             output_dir = str(_default_download_dir(kind, manager, version, model))
-        with output.transfer_progress(f"downloading {kind}") as progress:
+        with output.transfer_progress(f"downloading {kind}",
+                                      resumed_where="received") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress,
                                           include=include, exclude=exclude, force=force)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
@@ -361,7 +362,8 @@ def make_group(kind: str) -> click.Group:
     @repo_option
     def revert(version: str, force: bool, repo: str | None) -> None:
         manager = _manager(kind, repo)
-        with output.transfer_progress(f"restoring {kind}") as progress:
+        with output.transfer_progress(f"restoring {kind}",
+                                      resumed_where="received") as progress:
             commit = manager.revert(version, force=force, progress=progress)
         if commit is None:
             output.info(f"HEAD already holds {version}; nothing changed.")

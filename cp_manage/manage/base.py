@@ -65,13 +65,16 @@ __all__ = ["CheckpointManager", "TagResult", "UploadResult", "caller_path", "ena
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What an upload did. ``changed`` is False when artifact and metrics were already HEAD's."""
+    """What an upload did. ``changed`` is False when artifact and metrics were already HEAD's.
+    ``uploaded_bytes`` were sent; ``resumed_bytes`` more were already in storage, left by an
+    interrupted upload of the same artifact."""
 
     commit: str
     changed: bool
     md5: str
     size_bytes: int
     uploaded_bytes: int
+    resumed_bytes: int = 0
 
 
 class CheckpointManager(VersionTagging, StageRegistry):
@@ -202,7 +205,15 @@ class CheckpointManager(VersionTagging, StageRegistry):
                     "--force to replace them (API: force=True)."))
             pointer = handler.stage(repo, path, progress=progress)
             missing = repo.missing_in_storage(handler.objects(repo, pointer))
-            uploaded = upload_objects(repo, missing, progress=progress)
+            if missing:
+                # What was hashed is recorded before the (long) upload, so a run killed
+                # meanwhile is resumed from storage's parts without hashing it all again.
+                repo.cache.flush()
+                repo.state.save()
+            sent = upload_objects(repo, missing, progress=progress)
+            if sent.resumed:
+                logger.info("%d of %d bytes were already in storage from an interrupted "
+                            "upload", sent.resumed, sent.total)
             repo.cache.flush()
             crash_point("after_blobs")
 
@@ -220,7 +231,7 @@ class CheckpointManager(VersionTagging, StageRegistry):
                 commit = repo.head_or_raise()
             else:
                 logger.info("Uploaded %s as commit %s", what, commit[:10])
-        return UploadResult(commit, changed, pointer.md5, pointer.size, uploaded)
+        return UploadResult(commit, changed, pointer.md5, pointer.size, sent.sent, sent.resumed)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import logging
 import os
@@ -34,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.objects import ObjectId
+from cp_manage.backends.partial import hold, in_use
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import (
     ObjectSource,
+    Offset,
     Reuse,
     Select,
     check_outside_workspace,
@@ -268,8 +271,13 @@ def swap_into_place(built: Path, target: Path) -> None:
 
 
 def build_next_to(target: Path) -> Path:
-    """A new, empty folder beside ``target`` to build its replacement in."""
+    """A new, empty folder beside ``target`` to build its replacement in. The folders that
+    earlier builds of ``target`` left there when they were killed (no live process holds
+    them, see ``partial.hold``) are removed first."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.cpv-tmpdir"):
+        if not in_use(stale):
+            _remove_tree(stale)
     built = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".cpv-tmpdir",
                                   dir=target.parent))
     os.chmod(built, 0o755)
@@ -402,11 +410,8 @@ class DirHandler:
                     "exclude patterns", hint="Check the patterns against 'cpv "
                     f"{self.spec.kind} show --json' (its files).")
         built = build_next_to(target)
+        holding = hold(built)  # a killed build is told from a running one by this
         linked = 0
-
-        def advanced(done: int, total: int) -> None:
-            if progress:
-                progress(linked + done, total)
 
         try:
             remaining = dict(md5s)
@@ -425,11 +430,14 @@ class DirHandler:
                     linked += (built / relpath).stat().st_size
                     del remaining[relpath]
 
-            fetch_tree(repo, remaining, built, total=pointer.size, progress=advanced)
+            fetch_tree(repo, remaining, built, total=pointer.size,
+                       progress=Offset(progress, linked))
             swap_into_place(built, target)
         except BaseException:
             _remove_tree(built)
             raise
+        finally:
+            os.close(holding)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
         """Whether the folder ``target`` already holds exactly ``pointer``'s dataset: the same
