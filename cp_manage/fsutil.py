@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from cp_manage.interrupts import check as check_interrupted
+
 CHUNK = 4 * 1024 * 1024
 PIPELINE_MIN = 4 * CHUNK
 """Copies larger than this write on a second thread while the first one hashes."""
@@ -298,6 +300,7 @@ def _copy_direct_md5(source: int, writer: DirectWriter, total: int,
     thread.start()
     try:
         while done < total and not failures:
+            check_interrupted()
             buffer = free.get()
             length = read_into(source, buffer, min(len(buffer), total - done), done)
             if not length:

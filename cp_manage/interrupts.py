@@ -13,7 +13,9 @@ does not reach it, and every push has a timeout), and the interruption is raised
 section ends. ``record_kept`` notes what reached the remote, and every interruption raised
 afterwards carries that list, so the CLI can say exactly what was kept. ``record_resumable``
 notes what a transfer has put where a rerun finds it (files already in storage), which the
-interruption names too, as it stands once the transfer has stopped.
+interruption names too, as it stands once the transfer has stopped. Transfers running on
+worker threads call ``check()`` between chunks and parts: once the main thread is interrupted
+they stop there too, keeping what they wrote, rather than finishing their files first.
 
 The library never installs handlers itself (a program embedding it owns its signals): without
 ``install()`` a critical section changes nothing and SIGINT raises Python's own
@@ -161,6 +163,21 @@ def uninstall() -> None:
     _state.stopping = False
     _state.kept.clear()
     _state.resumable = None
+
+
+class Stopped(BaseException):
+    """Raised by ``check`` in a transfer's worker thread: the command is being interrupted, so
+    the thread stops here too instead of finishing its file first."""
+
+
+def check() -> None:
+    """In a worker thread of a transfer, between two chunks or parts: raise ``Stopped`` once
+    the main thread is raising an interruption, so the thread stops at this safe point (what it
+    wrote so far is kept for the rerun, as in the main thread) instead of running its file to
+    the end, which for a shard of many GiB would outlast a scheduler's grace period. Nothing
+    happens in the main thread (its signal does that), nor without ``install()``."""
+    if _state.stopping and threading.current_thread() is not threading.main_thread():
+        raise Stopped
 
 
 def pending() -> int | None:

@@ -440,3 +440,110 @@ def test_s3_folder_download_killed_continues_its_large_files(s3: SeaweedS3,
     assert resumed(again, "received")[0] == human_size(received)
     assert {name: md5_of(out / name) for name in shards} == shards
     assert list(tmp_path.glob(".out.*")) == [] and temporaries(root, out) == []
+
+
+# -- folders: whole files left in storage count too ---------------------------------------------
+
+
+def stored_in_folder(storage: Path) -> tuple[int, int]:
+    """A local storage remote's (bytes of complete file objects, bytes of partial files)."""
+    base = storage / "files" / "md5"
+    whole = sum(p.stat().st_size for p in base.glob("*/*")
+                if not p.name.startswith(".") and not p.name.endswith(".dir"))
+    return whole, sum(p.stat().st_size for p in base.glob("*/.*.cpv-partial"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL],
+                         ids=lambda s: signal.Signals(s).name)
+def test_local_folder_upload_stopped_says_how_much_of_it_storage_holds(repo: ModelRepo,
+                                                                       signum: int) -> None:
+    """The files an interrupted upload stored whole are skipped, the one it was copying is
+    continued, and one line (no --verbose) adds them up against the folder's size."""
+    data = repo.root / "data"
+    # Copied side by side in 8 MiB chunks, the smaller shards are stored whole first.
+    sizes = {f"shard-{i}.bin": i * 8 * MiB + i for i in range(1, 5)} | {"README.md": 700}
+    md5s = {name: write_random(data / name, size) for name, size in sizes.items()}
+    env = paced(dict(os.environ), 0.3)
+    stopped = stop_when(start(["data", "upload"], repo.root, env),
+                        lambda: stored_in_folder(repo.storage)[0] >= 8 * MiB, signum)
+    print(stopped.stderr.strip())
+
+    whole, partial = settled(lambda: stored_in_folder(repo.storage))
+    print(f"\nstorage after {signal.Signals(signum).name}: {whole} bytes in whole objects, "
+          f"{partial} in partial files")
+    assert 8 * MiB <= whole < sum(sizes.values()) and partial > 0
+    assert not list((repo.storage / "files" / "md5").glob("*/*.dir"))  # the listing goes last
+    assert temporaries(repo.root) == []
+
+    again = rerun(["data", "upload"], repo.root, dict(os.environ))
+    assert resumed(again, "in storage") == (human_size(whole + partial),
+                                            human_size(sum(sizes.values())))
+    assert (f"({human_size(sum(sizes.values()))}, "
+            f"{human_size(sum(sizes.values()) - whole - partial)} transferred)") in again.stdout
+    assert all(md5_of(storage_object(repo.storage, md5)) == md5 for md5 in md5s.values())
+    assert temporaries(repo.root, repo.storage) == []
+
+
+def test_local_folder_upload_of_a_new_version_is_no_resume(repo: ModelRepo) -> None:
+    """Files the previous version already stored are not what an interruption left: an
+    ordinary upload of a changed folder says nothing about resuming."""
+    data = repo.root / "data"
+    for i in range(3):
+        write_random(data / f"{i}.bin", 300_000 + i)
+    rerun(["data", "upload"], repo.root, dict(os.environ))
+    write_random(data / "3.bin", 1000)
+    again = rerun(["data", "upload"], repo.root, dict(os.environ))
+    assert "resuming" not in again.stderr
+    assert f"({human_size(900_003 + 1000)}, " in again.stdout  # the new file and the listing
+    assert " KiB transferred)" in again.stdout and "879" not in again.stdout.split(", ")[1]
+
+
+def s3_stored(repo: S3Repo) -> tuple[int, int]:
+    """A bucket's (bytes of complete file objects, bytes in the parts of unfinished uploads)."""
+    listing = repo.client.list_objects_v2(Bucket=repo.bucket).get("Contents", [])
+    whole = sum(int(item["Size"]) for item in listing if not item["Key"].endswith(".dir"))
+    parts = 0
+    for upload in repo.uploads():
+        try:
+            listed = repo.client.list_parts(Bucket=repo.bucket, Key=upload["Key"],
+                                            UploadId=upload["UploadId"]).get("Parts", [])
+        except repo.client.exceptions.NoSuchUpload:
+            continue  # completed since it was listed
+        parts += sum(int(part["Size"]) for part in listed)
+    return whole, parts
+
+
+def test_s3_folder_model_upload_killed_says_how_much_of_it_storage_holds(
+        s3: SeaweedS3, tmp_path: Path) -> None:
+    """A sharded checkpoint folder on S3, killed (SIGKILL) once a shard is stored and the next
+    one is in parts (large files go one at a time): the rerun skips the stored shards, reuses
+    the parts, and says so in one line."""
+    bucket = s3.create_bucket(f"cpv-resume-{os.urandom(3).hex()}")
+    env = {**os.environ, **s3.env(), "AWS_ENDPOINT_URL": s3.endpoint_url,
+           "CPV_TEST_PART_SIZE": str(S3_PART)}
+    root = tmp_path / "m"
+    subprocess.run([*CPV, "init", "--team", "T", "--model", "m", "--path", str(root),
+                    "--storage-url", f"s3://{bucket}/T/m", "--artifact", "ckpt/"],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, timeout=TIMEOUT)
+    repo = S3Repo(root, env, bucket, s3.client())
+    shards = {f"model-{i}.safetensors": write_random(root / "ckpt" / f"model-{i}.safetensors",
+                                                     (2 + i) * S3_PART + 11) for i in range(4)}
+    shards["config.json"] = write_random(root / "ckpt" / "config.json", 300)
+    total = sum((root / "ckpt" / name).stat().st_size for name in shards)
+
+    stop_when(start(["model", "upload"], root, paced(env, 0.3)),
+              lambda: min(s3_stored(repo)) >= S3_PART, signal.SIGKILL)
+    whole, parts = settled(lambda: s3_stored(repo))
+    print(f"\nS3 after SIGKILL: {whole} bytes in whole objects, {parts} in the parts of "
+          f"{len(repo.uploads())} unfinished multipart uploads")
+    assert 2 * S3_PART <= whole < total and parts >= S3_PART
+    assert not any(key.endswith(".dir") for key in repo.keys())
+
+    again = rerun(["model", "upload"], root, env)
+    assert resumed(again, "in storage") == (human_size(whole + parts), human_size(total))
+    listing = sum(int(item["Size"]) for item in repo.client.list_objects_v2(
+        Bucket=repo.bucket).get("Contents", []) if item["Key"].endswith(".dir"))
+    assert f"({human_size(total)}, {human_size(total - whole - parts + listing)} transferred)" \
+        in again.stdout
+    assert all(md5_hex(repo.stored(md5)) == md5 for md5 in shards.values())
+    assert repo.uploads() == [] and temporaries(root) == []

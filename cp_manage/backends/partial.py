@@ -32,6 +32,7 @@ from pathlib import Path
 
 from cp_manage.faults import pace, part_size
 from cp_manage.fsutil import DIRECT_ALIGN, Progress, open_direct, progress_resumed, read_into
+from cp_manage.interrupts import check as check_interrupted
 from cp_manage.md5state import MD5, md5_from_state, new_md5
 
 PARTIAL_SUFFIX = ".cpv-partial"
@@ -343,6 +344,7 @@ def copy_range(source: int, target: int, start: int, end: int, *,
     kernel = hasattr(os, "copy_file_range")
     while done < end:
         pace()
+        check_interrupted()
         length = min(CHUNK, end - done)
         copied = 0
         if kernel:
@@ -404,6 +406,7 @@ def copy_resumable(source: int, state: DownloadState, *, progress: Progress | No
     try:
         while done < total and not failures:
             pace()
+            check_interrupted()
             data = os.pread(source, min(CHUNK, total - done), done)
             if not data:
                 raise OSError(errno.EIO, f"the object ended at byte {done} of {total}")

@@ -50,6 +50,7 @@ from cp_manage.fsutil import (
     read_into,
     write_all,
 )
+from cp_manage.interrupts import check as check_interrupted
 from cp_manage.md5state import new_md5
 
 logger = logging.getLogger(__name__)
@@ -778,6 +779,7 @@ class _RangedDownload:
         buffer = self.buffers[index]
         assert buffer is not None
         pace()
+        check_interrupted()
         if self.stop:
             return
         response = self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key,
@@ -1021,6 +1023,7 @@ class _PartedUpload:
                      ) -> dict[str, Any] | None:
         """Send one part; None, sending nothing, once the upload has failed or been stopped."""
         pace()
+        check_interrupted()
         if self.failed:
             return None
         response = self.storage.client.upload_part(

@@ -110,21 +110,44 @@ def resumed_line(done: int, total: int, where: str) -> str:
     return f"resuming: {human_size(done)} of {human_size(total)} already {where}"
 
 
+class _ResumedNote:
+    """The ``resuming:`` line, said once: what a transfer (or several run together) found
+    already there is gathered until the bytes move on, then printed by ``say``."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._pending: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def found(self, done: int, total: int) -> None:
+        with self._lock:
+            self._pending = (done, total)
+
+    def take(self) -> str | None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return resumed_line(*pending, self._where) if pending else None
+
+
 class QuietTransfer:
     """The progress callback where no bar is drawn (stderr is not a terminal): it only says,
     in one line on stderr, how much of a resumed transfer was already there."""
 
     def __init__(self, where: str) -> None:
-        self._where = where
+        self._note = _ResumedNote(where)
 
     def __call__(self, done: int, total: int) -> None:
-        pass
+        self.flush()
 
     def phase(self, name: str) -> None:
-        pass
+        self.flush()
 
     def resumed(self, done: int, total: int) -> None:
-        click.echo(resumed_line(done, total, self._where), err=True)
+        self._note.found(done, total)
+
+    def flush(self) -> None:
+        if (line := self._note.take()) is not None:
+            click.echo(line, err=True)
 
 
 class TransferBar:
@@ -132,21 +155,27 @@ class TransferBar:
     ``sending``) names itself in the bar's text and fills the same bar again."""
 
     def __init__(self, bar: RichProgress, task: TaskID, label: str, where: str) -> None:
-        self._bar, self._task, self._label, self._where = bar, task, label, where
+        self._bar, self._task, self._label = bar, task, label
+        self._note = _ResumedNote(where)
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
+        self.flush()
         with self._lock:
             self._bar.update(self._task, completed=done, total=total)
 
     def phase(self, name: str) -> None:
+        self.flush()
         with self._lock:
             self._bar.reset(self._task, description=f"{self._label}: {name}", total=None)
 
     def resumed(self, done: int, total: int) -> None:
-        with self._lock:
-            self._bar.console.print(resumed_line(done, total, self._where), markup=False,
-                                    highlight=False)
+        self._note.found(done, total)
+
+    def flush(self) -> None:
+        if (line := self._note.take()) is not None:
+            with self._lock:
+                self._bar.console.print(line, markup=False, highlight=False)
 
 
 @contextlib.contextmanager
@@ -156,7 +185,9 @@ def transfer_progress(description: str, *, resumed_where: str = "in storage"
     binary units of the summary line (KiB, MiB, GiB). A transfer that resumes an interrupted
     one says how much was already there (``resumed_where``: "in storage", "received")."""
     if not sys.stderr.isatty():
-        yield QuietTransfer(resumed_where)
+        quiet = QuietTransfer(resumed_where)
+        yield quiet
+        quiet.flush()
         return
     from rich.console import Console
     from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -174,4 +205,6 @@ def transfer_progress(description: str, *, resumed_where: str = "in storage"
                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
     task = bar.add_task(description, total=None)
     with bar:
-        yield TransferBar(bar, task, description, resumed_where)
+        progress = TransferBar(bar, task, description, resumed_where)
+        yield progress
+        progress.flush()

@@ -34,7 +34,11 @@ from cp_manage.manage.compare import (
     file_selector,
     metric_rows,
 )
-from cp_manage.manage.dataset import cached_sizes, read_listing
+from cp_manage.manage.dataset import (
+    cached_sizes,
+    left_by_an_interrupted_upload,
+    read_listing,
+)
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.gc_record import removal_error
 from cp_manage.manage.handlers import same_path, upload_objects
@@ -210,10 +214,11 @@ class CheckpointManager(VersionTagging, StageRegistry):
                 # meanwhile is resumed from storage's parts without hashing it all again.
                 repo.cache.flush()
                 repo.state.save()
-            sent = upload_objects(repo, missing, progress=progress)
-            if sent.resumed:
+            already = left_by_an_interrupted_upload(repo, spec, pointer, missing)
+            sent = upload_objects(repo, missing, progress=progress, already=already)
+            if sent.resumed or already:
                 logger.info("%d of %d bytes were already in storage from an interrupted "
-                            "upload", sent.resumed, sent.total)
+                            "upload", sent.resumed + already, sent.total + already)
             repo.cache.flush()
             crash_point("after_blobs")
 
@@ -231,7 +236,8 @@ class CheckpointManager(VersionTagging, StageRegistry):
                 commit = repo.head_or_raise()
             else:
                 logger.info("Uploaded %s as commit %s", what, commit[:10])
-        return UploadResult(commit, changed, pointer.md5, pointer.size, sent.sent, sent.resumed)
+        return UploadResult(commit, changed, pointer.md5, pointer.size, sent.sent,
+                            sent.resumed + already)
 
     # -- reading -------------------------------------------------------------------------------
 

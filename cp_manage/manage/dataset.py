@@ -222,6 +222,30 @@ def cached_sizes(source: ObjectSource, md5s: dict[str, str]) -> dict[str, int | 
     return sizes
 
 
+def left_by_an_interrupted_upload(repo: Repository, spec: ArtifactSpec, pointer: Pointer,
+                                  missing: set[str]) -> int:
+    """Bytes of the files of folder version ``pointer`` that storage holds already although
+    HEAD's version has none of them: what an interrupted upload of this version left there,
+    which a rerun does not send again. 0 for a file, for a folder whose listing is in storage
+    (its upload completed: the listing goes last), and when HEAD's listing is not cached
+    (its files could not be told apart from those left by the interruption).
+    """
+    if not ObjectId(pointer.oid).is_listing or pointer.oid not in missing:
+        return 0
+    head = repo.git.head()
+    old = repo.pointer_at(head, spec.path) if head else None
+    known: set[str] = set()
+    if old is not None and ObjectId(old.oid).is_listing:
+        if not repo.cache.has(old.oid):
+            return 0
+        known = set(parse_listing(repo.cache.path(old.oid).read_bytes(), oid=old.oid).values())
+    elif old is not None:
+        known = {old.oid}
+    files = set(parse_listing(repo.cache.path(pointer.oid).read_bytes(),
+                              oid=pointer.oid).values())
+    return sum(repo.cache.path(md5).stat().st_size for md5 in files - missing - known)
+
+
 def splits_of(relpaths: Iterable[str]) -> dict[str, int]:
     """Files per top-level folder (``TOP_LEVEL_SPLIT`` for files directly in the folder)."""
     return dict(sorted(Counter(

@@ -203,21 +203,53 @@ class Offset:
 
 
 class ResumedTally:
-    """The progress callback of each of many transfers run together: only what each one
-    resumes is passed on to ``progress``, added up, against their ``total``."""
+    """What many transfers run together resume, added up (with ``already``, bytes found whole
+    beforehand) against their ``total``, and told to ``progress`` once: when the first
+    ``wave`` transfers (those that start together, among which are the ones an interrupted
+    run left unfinished, since both runs take the files in the same order) have each begun to
+    move bytes or finished. A transfer found resuming after that is told as it comes."""
 
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress, self.total = progress, total
-        self.found = 0
+    def __init__(self, progress: Progress | None, total: int, *, wave: int,
+                 already: int = 0) -> None:
+        self.progress, self.total, self.wave = progress, total, wave
+        self.found = already
+        self.begun: set[str] = set()
+        self.told = False
         self.lock = threading.Lock()
 
-    def __call__(self, done: int, total: int) -> None:
-        pass
+    def of(self, key: str) -> _TallyView:
+        """The progress callback of the transfer ``key``."""
+        return _TallyView(self, key)
 
-    def resumed(self, already: int, _size: int) -> None:
+    def resumed(self, key: str, kept: int) -> None:
         with self.lock:
-            self.found += already
+            self.found += kept
+            tell = self.told
+        if tell:
             progress_resumed(self.progress, self.found, self.total)
+        self.started(key)
+
+    def started(self, key: str) -> None:
+        """Transfer ``key`` moves bytes now, or is done."""
+        with self.lock:
+            if self.told or key in self.begun:
+                return
+            self.begun.add(key)
+            self.told = len(self.begun) >= self.wave
+            tell, found = self.told, self.found
+        if tell and found:
+            progress_resumed(self.progress, found, self.total)
+
+
+class _TallyView:
+    def __init__(self, tally: ResumedTally, key: str) -> None:
+        self.tally, self.key = tally, key
+
+    def __call__(self, done: int, total: int) -> None:
+        self.tally.started(self.key)
+
+    def resumed(self, done: int, total: int) -> None:
+        self.tally.resumed(self.key, done)
 
 
 @dataclass(frozen=True)
@@ -233,13 +265,16 @@ class Sent:
         return self.total - self.resumed
 
 
-def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None) -> Sent:
+def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None,
+                   already: int = 0) -> Sent:
     """Copy objects from the local cache to storage.
 
     File objects go first, many at a time; directory listings go last, so a listing in storage
     always means every file it names is there too (DVC relies on that when it pulls). An
     object an interrupted upload began is continued (see ``Storage.upload``); for several
-    objects, ``progress`` hears of what they resumed, added up, against their total.
+    objects, ``progress`` hears of what they resumed, added up, against their total, counting
+    ``already`` too: the bytes of the files an interrupted upload of the same folder stored
+    whole (they are not among ``oids``).
     """
     ordered = sorted(set(oids))
     files = [oid for oid in ordered if not ObjectId(oid).is_listing]
@@ -261,11 +296,20 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     resumed = 0
     if files:
         progress_phase(progress, "sending")
-    if len(files) == 1:
+    if len(files) == 1 and not already:
         resumed = store(files[0], progress)
+    elif not files and already:
+        progress_resumed(progress, already, already)
     elif files:
         done = 0
-        tally = ResumedTally(progress, total)
+        tally = ResumedTally(progress, total + already, wave=min(WORKERS, len(files)),
+                             already=already)
+
+        def send(oid: str) -> int:
+            try:
+                return store(oid, tally.of(oid))
+            finally:
+                tally.started(oid)
 
         def sent(oid: str, kept: int) -> None:
             nonlocal done, resumed
@@ -274,7 +318,7 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
             if progress:
                 progress(done, total)
 
-        run_parallel(lambda oid: store(oid, tally), files, on_done=sent)
+        run_parallel(send, files, on_done=sent)
     for oid in listings:
         repo.storage.upload(oid, repo.cache.path(oid))
     return Sent(sum(sizes.values()), resumed)
@@ -384,13 +428,21 @@ def fetch_tree(repo: ObjectSource, md5s: dict[str, str], root: Path, *, total: i
     for folder in sorted({os.path.dirname(relpath) for relpath in md5s} - {""}):
         (root / folder).mkdir(parents=True, exist_ok=True)
     done = 0
-    tally = ResumedTally(progress, total) if total >= RESUMABLE_AVERAGE * len(md5s) else None
+    tally = (ResumedTally(progress, total, wave=min(WORKERS, len(md5s)))
+             if total >= RESUMABLE_AVERAGE * len(md5s) else None)
 
     def fetch(relpath: str) -> int:
+        try:
+            return fetch_one(relpath)
+        finally:
+            if tally is not None:
+                tally.started(relpath)
+
+    def fetch_one(relpath: str) -> int:
         oid, target = md5s[relpath], root / relpath
         if not repo.cache.export(oid, target):
             if tally is not None:
-                fetch_object(repo, oid, target, size=0, progress=tally)
+                fetch_object(repo, oid, target, size=0, progress=tally.of(relpath))
                 return os.stat(target).st_size
             md5 = repo.storage.download(oid, target)
             if md5 != oid:
