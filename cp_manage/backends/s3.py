@@ -34,7 +34,7 @@ from cp_manage.backends.partial import (
     DownloadState,
     Leftover,
     PartialMismatch,
-    verify,
+    verify_parallel,
 )
 from cp_manage.backends.s3_watch import ATTEMPTS, EndpointWatch, is_timeout
 from cp_manage.config import timeout_setting
@@ -678,7 +678,7 @@ class _RangedDownload:
                         self.oid, hashed, self.size)
             progress_resumed(self.progress, hashed, self.size)
         if self.checks:  # the bytes kept are read back and checked while the rest arrive
-            checker = threading.Thread(target=lambda: checked.append(verify(
+            checker = threading.Thread(target=lambda: checked.append(verify_parallel(
                 self.writer.ordinary_fd, self.checks)), name="cpv-check", daemon=True)
             checker.start()
         # Parts are taken in order, so the part being hashed has always been started: a worker

@@ -134,3 +134,24 @@ def test_a_record_of_another_file_starts_over(tmp_path: Path, change: str) -> No
         assert md5.hexdigest() == hashlib.md5(b"").hexdigest()
     finally:
         os.close(fd)
+
+
+def test_kept_bytes_checked_on_two_threads_find_a_change_in_any_range(tmp_path: Path) -> None:
+    """Each thread takes every other range: a byte changed in either thread's share is found,
+    and an unchanged file passes."""
+    path = tmp_path / "kept.cpv-partial"
+    data = os.urandom(6 * 64 * 1024 + 123)
+    path.write_bytes(data)
+    step = 64 * 1024
+    ranges = [(start, min(start + step, len(data)), zlib.crc32(data[start:start + step]))
+              for start in range(0, len(data), step)]
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert partial.verify_parallel(fd, ranges)
+        for changed in (3 * step + 5, 4 * step + 7):  # an odd range, then an even one
+            os.pwrite(fd, bytes([data[changed] ^ 1]), changed)
+            assert not partial.verify_parallel(fd, ranges)
+            os.pwrite(fd, data[changed:changed + 1], changed)
+        assert partial.verify_parallel(fd, ranges)
+    finally:
+        os.close(fd)
