@@ -68,7 +68,8 @@ def test_a_folder_upload_interrupted_says_what_reached_storage_and_the_rerun_sen
     assert assert_truthful(result, signum, before, remote_refs(repo)) == "nothing"
     line = result.stderr.strip()
     said = re.search(rf"; (\d+) of the {FILES} files to send \(([\d.]+) of ([\d.]+) MiB\) are "
-                     r"in storage\. Run the same command again to resume", line)
+                     r"in storage(, and [\d.]+ MiB of the files begun)?\. Run the same command "
+                     r"again to resume", line)
     assert said, line
     kept = stored_objects(repo.storage)
     print(f"\n{line}")

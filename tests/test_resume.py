@@ -155,11 +155,16 @@ def test_s3_upload_stopped_half_way_sends_only_the_missing_parts(s3_repo: S3Repo
     repo = s3_repo
     size = 4 * S3_PART + 123  # five parts, the last one short
     md5 = write_random(repo.root / "model.bin", size)
-    stop_when(start(["model", "upload"], repo.root, paced(repo.env)),
-              lambda: len(repo.parts()) >= 2, signum)
+    stopped = stop_when(start(["model", "upload"], repo.root, paced(repo.env)),
+                        lambda: len(repo.parts()) >= 2, signum)
 
     held = settled(repo.parts)
     assert 2 <= len(held) < 5 and all(held[n] == S3_PART for n in held if n < 5), held
+    if signum != signal.SIGKILL:  # one line: what storage keeps, and that a rerun resumes
+        [line] = [line for line in stopped.stderr.splitlines() if line.strip()]
+        print(f"\n{line}")
+        assert (f"; {sum(held.values()) / MiB:.1f} of the {size / MiB:.1f} MiB to send are in "
+                "storage. Run the same command again to resume") in line
     assert [u["Key"] for u in repo.uploads()] == [repo.key(md5)]
     assert repo.keys() == set()  # no object until every part is there
 
@@ -472,6 +477,10 @@ def test_local_folder_upload_stopped_says_how_much_of_it_storage_holds(repo: Mod
     print(f"\nstorage after {signal.Signals(signum).name}: {whole} bytes in whole objects, "
           f"{partial} in partial files")
     assert 8 * MiB <= whole < sum(sizes.values()) and partial > 0
+    if signum != signal.SIGKILL:
+        assert (f"files to send ({whole / MiB:.1f} of {sum(sizes.values()) / MiB:.1f} MiB) are "
+                f"in storage, and {partial / MiB:.1f} MiB of the files begun. Run the same "
+                "command again to resume") in stopped.stderr
     assert not list((repo.storage / "files" / "md5").glob("*/*.dir"))  # the listing goes last
     assert temporaries(repo.root) == []
 

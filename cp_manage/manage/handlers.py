@@ -284,15 +284,23 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     stored: list[int] = []  # the sizes of the files in storage so far, from any thread
     lock = threading.Lock()
 
+    begun: dict[str, int] = {}  # bytes in storage (parts, a partial file) of files under way
+
     def store(oid: str, progress: Progress | None = None) -> int:
-        kept = repo.storage.upload(oid, repo.cache.path(oid), progress=progress)
+        kept = repo.storage.upload(oid, repo.cache.path(oid),
+                                   progress=_Begun(progress, begun, oid, lock))
         with lock:
             stored.append(sizes[oid])
+            begun.pop(oid, None)
         return kept
 
+    def kept_text() -> str | None:
+        with lock:
+            count, done, partial = len(stored), sum(stored), sum(begun.values())
+        return stored_text(count, len(files), done, total, partial) if done or partial else None
+
     # An interruption says how much a rerun will not send again (counted once it stopped).
-    record_resumable(lambda: stored_text(len(stored), len(files), sum(stored), total)
-                     if stored else None)
+    record_resumable(kept_text)
     resumed = 0
     if files:
         progress_phase(progress, "sending")
@@ -324,14 +332,38 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     return Sent(sum(sizes.values()), resumed)
 
 
-def stored_text(count: int, of: int, done: int, total: int) -> str:
-    """How many of the files an upload sends are in storage: "3 of the 12 files to send (0.8
-    of 3.1 MiB) are in storage"."""
+def stored_text(count: int, of: int, done: int, total: int, partial: int = 0) -> str:
+    """How much of what an upload sends is in storage: "3 of the 12 files to send (0.8 of 3.1
+    MiB) are in storage", then ", and 0.5 MiB of the files begun" for the parts (or partial
+    files) of files not complete; for one file, "12.0 of the 20.0 MiB to send are in storage"."""
     if count == of:
         things = "the file" if of == 1 else f"the {of} files"
         return f"{things} to send ({total / MiB:.1f} MiB) {'is' if of == 1 else 'are'} in storage"
+    if of == 1:
+        return f"{partial / MiB:.1f} of the {total / MiB:.1f} MiB to send are in storage"
     return (f"{count} of the {of} files to send ({done / MiB:.1f} of {total / MiB:.1f} MiB) "
-            "are in storage")
+            "are in storage" + (f", and {partial / MiB:.1f} MiB of the files begun"
+                                if partial else ""))
+
+
+class _Begun:
+    """``progress`` of one file's upload, noting in ``begun`` how many of its bytes storage
+    holds so far (every call says so: parts stored, or a partial file's bytes written)."""
+
+    def __init__(self, progress: Progress | None, begun: dict[str, int], oid: str,
+                 lock: threading.Lock) -> None:
+        self.progress, self.begun, self.oid, self.lock = progress, begun, oid, lock
+
+    def __call__(self, done: int, total: int) -> None:
+        with self.lock:
+            self.begun[self.oid] = done
+        if self.progress:
+            self.progress(done, total)
+
+    def resumed(self, done: int, total: int) -> None:
+        with self.lock:
+            self.begun[self.oid] = done
+        progress_resumed(self.progress, done, total)
 
 
 def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
