@@ -60,9 +60,14 @@ DOWNLOAD_START_STREAMS = 2
 READ_CHUNK = 4 * MiB
 
 LARGE_AT_ONCE = 1
-"""Objects sent or fetched in parallel parts go this many at a time, however many threads ask
-(a folder of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY``
-or ``DOWNLOAD_WINDOW`` parts in memory, so the folder needs no more memory than one shard."""
+"""Objects sent in parallel parts go this many at a time, however many threads ask (a folder
+of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY`` in memory,
+so the folder needs no more memory than one shard."""
+RANGED_AT_ONCE = 4
+"""Objects fetched in ranges go up to this many at a time (a folder of shards), sharing one
+window of ``DOWNLOAD_WINDOW`` parts (see ``S3Storage._download_window``): the folder's memory
+stays that of one object, while its md5s run on every core and no object's first or last parts
+leave the link idle."""
 
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
@@ -134,6 +139,9 @@ class S3Storage:
         self._session: Any = None
         self._client_lock = threading.Lock()
         self._large = threading.Semaphore(LARGE_AT_ONCE)
+        self._ranged = threading.Semaphore(RANGED_AT_ONCE)
+        self._ranged_active = 0
+        self._ranged_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -470,9 +478,21 @@ class S3Storage:
 
     def _download_ranged(self, oid: str, fd: int, target: Path, size: int,
                          progress: Progress | None) -> str:
-        with self._large:
-            return _RangedDownload(self, oid, fd, size, progress,
-                                   direct=_open_direct(target)).run()
+        with self._ranged:
+            with self._ranged_lock:
+                self._ranged_active += 1
+            try:
+                return _RangedDownload(self, oid, fd, size, progress,
+                                       direct=_open_direct(target)).run()
+            finally:
+                with self._ranged_lock:
+                    self._ranged_active -= 1
+
+    def _download_window(self) -> int:
+        """Parts each ranged download may hold from its hashing on, now: an even share of
+        ``DOWNLOAD_WINDOW`` among those running (a download that finds a smaller share than it
+        started with holds no more parts until its hashing catches up)."""
+        return max(1, DOWNLOAD_WINDOW // max(1, self._ranged_active))
 
     def _download_whole(self, oid: str, fd: int, target: Path,
                         progress: Progress | None) -> str:
@@ -543,9 +563,10 @@ class _RangedDownload:
     buffers as it arrives.
 
     Hashing starts with the first chunk and never reads the file back. Parts start in order,
-    each only while it is fewer than ``DOWNLOAD_WINDOW`` parts ahead of the hashing, which
-    bounds the memory to about ``DOWNLOAD_WINDOW`` parts whatever the object's size. A part's
-    buffer is reused once it is both hashed and written.
+    each only while it is fewer than ``DOWNLOAD_WINDOW`` parts ahead of the hashing (its share
+    of them when several objects come at once), which bounds the memory to about
+    ``DOWNLOAD_WINDOW`` parts whatever the object's size. A part's buffer is reused once it is
+    both hashed and written.
 
     How many GETs run at once adapts: it starts at ``DOWNLOAD_START_STREAMS`` and grows by one,
     up to ``DOWNLOAD_WORKERS``, each time the hashing has to wait for bytes. On a fast link two
@@ -642,7 +663,8 @@ class _RangedDownload:
     def _fetch(self, index: int) -> None:
         with self.changed:
             while not self.stop and (index != self.next_start or self.fetching >= self.streams
-                                     or index >= self.hashing + DOWNLOAD_WINDOW):
+                                     or index >= self.hashing
+                                     + self.storage._download_window()):
                 self.changed.wait()
             if self.stop:
                 return
