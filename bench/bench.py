@@ -12,12 +12,14 @@ and every timed transfer starts once the disk and the S3 server are quiet.
 Sections (``--only`` picks some, repeatable): ``model`` (one file of --size-mib against md5 +
 boto3 and plain DVC), ``list`` (listing many versions, ``cpv --help``), ``data`` (many small
 files: first upload against ``dvc add`` + ``dvc push -j 16``, a fresh download against a fresh
-``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed) and ``folder`` (a checkpoint
+``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed), ``folder`` (a checkpoint
 folder of 4 shards and 5 JSON files against md5 + a parallel boto3 transfer; only where cpv has
-folder artifacts, ``cpv init --artifact``).
+folder artifacts, ``cpv init --artifact``), ``report`` (``cpv model report`` of 300 versions,
+tagged straight into git with cpv's metadata) and ``handoff`` (``submit`` of the --size-mib
+checkpoint to background uploads against a synchronous upload + tag of it, issue 15).
 
 Prints the median of each step, peak memory of cpv's transfers, the ratios and whether each
-target of issues 5 and 12 holds; exits 1 when one does not.
+target of issues 5, 12 and 15 holds; exits 1 when one does not.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from servers import SeaweedS3  # noqa: E402
 BIN = Path(sys.executable).parent
 CPV = [sys.executable, "-m", "cp_manage.cli.app"]
 BUCKET = "bench"
-SECTIONS = ("model", "list", "data", "folder")
+SECTIONS = ("model", "list", "data", "folder", "report", "handoff")
 PULL_JOBS = "16"
 """``dvc push -j`` / ``dvc pull -j`` of the plain DVC workflow the dataset is compared to."""
 FOLDER_SHARDS = 4
@@ -532,6 +534,69 @@ def bench_folder(bench: Bench) -> list[Check]:
     ]
 
 
+def bench_report(bench: Bench) -> list[Check]:
+    """``cpv model report`` of 300 versions (issue 16: under 2 s), the whole command."""
+    from report_helpers import synthetic_versions, write_versions
+
+    from cp_manage import ModelsCheckpointsManage
+
+    work, env, results = bench.work, bench.env, bench.results
+    many = work / "report-300"
+    os.environ.update({k: env[k] for k in ("HOME", "CPV_HOME", "GIT_CONFIG_GLOBAL",
+                                           "GIT_CONFIG_NOSYSTEM")})
+    manager = ModelsCheckpointsManage(team_name="bench", model_name="report-300",
+                                      repo_path=many)
+    manager.import_model_init(storage_url=str(work / "report-300-storage"))
+    (many / "model.bin").write_bytes(b"weights")
+    commit = manager.upload_model_checkpoint(metrics={"accuracy": 0.5})
+    write_versions(many, synthetic_versions(300, team="bench", model="report-300"),
+                   commit=commit)
+    out = work / "report-300.html"
+    results["cpv_report_300"] = median_of(bench.args.runs, lambda i: timed(
+        lambda: run([*CPV, "model", "report", "-o", str(out)], cwd=many, env=env)))
+    return [("report of 300 versions < 2 s", results["cpv_report_300"], 2.0)]
+
+
+def bench_handoff(bench: Bench) -> list[Check]:
+    """Handing a checkpoint off: ``uploads.submit`` of the --size-mib ``model.bin`` (it returns
+    once the checkpoint is snapshotted into the cache) against a synchronous upload + tag of the
+    same checkpoint, both in one Python process on the S3 server, paired run by run.
+
+    Each run writes new content into the file first (nothing is deduplicated), and each submit
+    waits, untimed, for its upload to finish before the next timed step.
+    """
+    args, work, env, results = bench.args, bench.work, bench.env, bench.results
+    os.environ.update(env)  # the library reads the bench's HOME, CPV_HOME and AWS settings
+    from cp_manage import ModelsCheckpointsManage
+
+    repo = work / "cpv-handoff"
+    bench.run([*CPV, "init", "--team", "bench", "--model", "handoff", "--path", str(repo)], work)
+    source = repo / "model.bin"
+    write_random(source, args.size_mib * 1024 * 1024)
+    manager = ModelsCheckpointsManage(repo_path=repo)
+    sync_runs: list[float] = []
+    submit_runs: list[float] = []
+    futures: list[Future[str]] = []
+    with manager.background() as uploads:
+        for i in range(args.runs):
+            touch_head(source, 2 * i)
+            sync_runs.append(bench.quiet_timed(lambda i=i: (
+                manager.upload(source, metrics={"run": i}), manager.tag())))
+            touch_head(source, 2 * i + 1)
+            submit_runs.append(bench.quiet_timed(lambda i=i: futures.append(
+                uploads.submit(source, metrics={"run": i, "background": True}))))
+            futures[-1].result()  # the upload finishes before the next timed step
+    versions = json.loads(bench.run([*CPV, "model", "list", "--json"], repo).stdout)
+    assert len(versions) == 2 * args.runs, "every submit became a version"
+    results["handoff_sync_upload_tag"] = statistics.median(sync_runs)
+    results["handoff_submit"] = statistics.median(submit_runs)
+    print("handoff runs (s): sync upload+tag " + ", ".join(f"{t:.2f}" for t in sync_runs)
+          + "; submit " + ", ".join(f"{t:.2f}" for t in submit_runs))
+    ratio = bench.ratio("handoff: submit / sync upload + tag       ",
+                        results["handoff_submit"] / results["handoff_sync_upload_tag"])
+    return [("handoff: submit <= 0.4 x synchronous upload + tag", ratio, 0.4)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -577,7 +642,8 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         bench = Bench(args, work, s3, env, s3.client(read_timeout=600))
         sections_run = {"model": bench_model, "list": bench_list, "data": bench_data,
-                        "folder": bench_folder}
+                        "folder": bench_folder, "report": bench_report,
+                        "handoff": bench_handoff}
         for name in sections:
             checks += sections_run[name](bench)
 

@@ -5,11 +5,11 @@ The public surface: the seed's manager classes, the artifacts they return, and t
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from cp_manage._version import __version__
 from cp_manage.artifacts import DataArtifacts, ModelArtifacts, VersionInfo
 from cp_manage.config import CPVConfig
 from cp_manage.errors import (
+    AmbiguousCommitError,
     ArtifactNotFoundError,
     ConcurrentModificationError,
     ConfigError,
@@ -23,7 +23,10 @@ from cp_manage.errors import (
     NothingToDoError,
     PointerError,
     RemoteError,
+    RetiredVersionError,
+    StageNotFoundError,
     StorageError,
+    UnknownMetricError,
     UnsavedChangesError,
     VersionExistsError,
     VersionNotFoundError,
@@ -33,6 +36,7 @@ from cp_manage.manage.data import DataCheckpointsManage
 from cp_manage.manage.models import ModelsCheckpointsManage
 
 __all__ = [
+    "AmbiguousCommitError",
     "ArtifactNotFoundError",
     "CPVConfig",
     "CPVError",
@@ -52,7 +56,10 @@ __all__ = [
     "NothingToDoError",
     "PointerError",
     "RemoteError",
+    "RetiredVersionError",
+    "StageNotFoundError",
     "StorageError",
+    "UnknownMetricError",
     "UnsavedChangesError",
     "VersionExistsError",
     "VersionInfo",

@@ -15,13 +15,15 @@ import shlex
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cp_manage.config import CPVConfig
 from cp_manage.errors import ConfigError, CPVError
 from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.git_urls import parse_git_url
 from cp_manage.report import Finding, ValidationReport
+
+if TYPE_CHECKING:  # config.py calls into this module; at run time only that way round
+    from cp_manage.config import CPVConfig
 
 BLOCK_START = "# >>> cpv: {host} >>>"
 BLOCK_END = "# <<< cpv: {host} <<<"

@@ -74,6 +74,28 @@ class VersionNotFoundError(CPVError, LookupError):
         self.version = version
 
 
+class StageNotFoundError(CPVError, LookupError):
+    """A stage holds no version (it never did, or it was demoted)."""
+
+    def __init__(self, stage: str, *, known: dict[str, str], kind: str = "model",
+                 demoted: bool = False) -> None:
+        listing = ", ".join(f"{name} ({version})" for name, version in known.items())
+        hint = (f"Stages holding a {kind} version: {listing}." if listing else
+                f"No stage holds a {kind} version now.") + (
+            f" Promote one with 'cpv {kind} promote VERSION {stage}'.")
+        what = "holds no" if demoted else "is not a stage of any"
+        super().__init__(f"{stage} {what} {kind} version", hint=hint)
+        self.stage = stage
+
+
+class RetiredVersionError(CPVError, ValueError):
+    """The version was retired: it cannot be promoted, and is no longer offered."""
+
+
+class AmbiguousCommitError(CPVError, LookupError):
+    """A short commit hash names several commits."""
+
+
 class NotARepositoryError(CPVError, FileNotFoundError):
     """The path is not inside a cpv (git + DVC) repository."""
 
@@ -98,12 +120,40 @@ class PointerError(CPVError, ValueError):
     """A .dvc pointer file is corrupt, or names something it must not."""
 
 
+class InvalidObjectIdError(CPVError, ValueError):
+    """Text that should name a stored object (an md5, with ``.dir`` for a folder's listing) does
+    not. ``text`` is what was given."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(
+            f"{text!r} is not an object id (32 lowercase hex digits of an md5, plus '.dir' for "
+            "a folder's listing)",
+            hint="It came from a damaged pointer, listing or cache entry; run 'cpv doctor'.")
+        self.text = text
+
+
 class UnsavedChangesError(CPVError):
     """The working-tree artifact has changes that were never uploaded."""
 
 
 class NothingToDoError(CPVError):
     """The operation found nothing to act on (e.g. tagging a repository with no upload)."""
+
+
+class UnknownMetricError(CPVError, LookupError):
+    """No version records the metric asked for (``cpv model plot METRIC``)."""
+
+    def __init__(self, metric: str, *, known: list[str], kind: str = "model") -> None:
+        if known:
+            hint = f"Known metrics: {', '.join(known)}."
+        elif kind == "model":
+            hint = ("No version records a numeric metric yet; upload with --metric K=V "
+                    "(API: metrics=).")
+        else:
+            hint = "A dataset has no metrics."
+        super().__init__(f"No {kind} version records the metric {metric!r}", hint=hint)
+        self.metric = metric
+        self.known = known
 
 
 class GitError(CPVError):
@@ -123,6 +173,31 @@ class GitError(CPVError):
 
 class RemoteError(GitError):
     """The git remote could not be reached or refused an update."""
+
+
+class PushRejectedError(RemoteError):
+    """A push reached the git remote (or got as far as git's own checks) and refs were refused.
+
+    The fields say what happened to each ref, in git's words:
+
+    - ``rejected``: ref → reason, for each ref refused for a cause of its own: ``fetch first``
+      or ``non-fast-forward`` (the branch moved on), ``already exists`` (the tag is taken),
+      ``stale info``, ``hook declined`` (a hook refused it: ``remote_said`` has its words), or
+      ``cannot lock ref '...': ...`` (another push changed it at the same moment);
+    - ``held_back``: refs not updated only because another ref of the same atomic push was
+      refused;
+    - ``accepted``: refs that landed (none, when the push was atomic);
+    - ``remote_said``: what the remote printed (its hooks' messages), one line each.
+    """
+
+    def __init__(self, message: str, *, rejected: dict[str, str], held_back: list[str],
+                 accepted: list[str], remote_said: list[str], command: list[str] | None = None,
+                 stderr: str = "", hint: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message, command=command, stderr=stderr, hint=hint, detail=detail)
+        self.rejected = rejected
+        self.held_back = held_back
+        self.accepted = accepted
+        self.remote_said = remote_said
 
 
 class StorageError(CPVError, OSError):

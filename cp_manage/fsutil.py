@@ -441,6 +441,24 @@ class _KernelCopy:
                 self.changed.notify_all()
 
 
+FICLONE = 0x40049409
+"""The Linux ioctl that makes a file share another's blocks (a reflink: btrfs, XFS, bcachefs)."""
+
+
+def clone_file(source: int, target: int) -> bool:
+    """Make the empty file open as ``target`` (for writing) a reflink copy of ``source``: same
+    bytes, blocks shared until either is written, made in the time of a metadata update.
+    Returns False, having done nothing, where the file system cannot (ext4, tmpfs, another
+    file system, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fcntl.ioctl(target, FICLONE, source)
+    except OSError:
+        return False
+    return True
+
+
 def sync_filesystem(fd: int) -> bool:
     """``syncfs(2)``: write back everything dirty on the filesystem holding ``fd``, and wait.
 

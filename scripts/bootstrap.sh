@@ -27,3 +27,19 @@ if [ "$extra" = "test" ] && ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbi
     echo "warning: sshd is not installed; the SSH tests will be skipped" >&2
   fi
 fi
+if [ "$extra" = "test" ] && ! command -v mkfs.xfs >/dev/null 2>&1; then
+  # The background queue's reflink test makes a small XFS file system on a loop device.
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs) >/dev/null
+  else
+    echo "warning: mkfs.xfs is not installed; the reflink test will be skipped" >&2
+  fi
+fi
+if [ "$extra" = "test" ] && ! command -v chromium >/dev/null 2>&1; then
+  # The report tests open the HTML report in a real headless browser.
+  if command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "warning: chromium is not installed; the report's browser tests will be skipped" >&2
+  fi
+fi

@@ -7,11 +7,15 @@ files and tests cannot see each other's remotes. Real git, real DVC, real folder
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import ModelRepo, init_repo, isolate_environment
+from report_helpers import ARTIFACTS
+
+_STARTED = time.time()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,3 +44,13 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "outside"
     path.mkdir()
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the files this run kept for people to look at (the report's screenshot)."""
+    kept = sorted(p for p in ARTIFACTS.glob("*") if p.stat().st_mtime >= _STARTED) \
+        if ARTIFACTS.is_dir() else []
+    if kept:
+        terminalreporter.write_sep("-", "test artifacts")
+        for path in kept:
+            terminalreporter.write_line(str(path))

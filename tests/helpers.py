@@ -94,6 +94,28 @@ def git(*args: str | os.PathLike[str], cwd: Path) -> str:
     return result.stdout.strip()
 
 
+def bare_remote_with_clones(root: Path, *names: str) -> tuple[Path, list[Path]]:
+    """A bare remote at ``root/remote.git`` whose main holds one commit, and a clone of it
+    at ``root/NAME`` for each name (plain git: no cpv, no DVC)."""
+    remote = root / "remote.git"
+    git("init", "--quiet", "--bare", "--initial-branch=main", remote, cwd=root)
+    seed = root / "seed"
+    git("clone", "--quiet", remote, seed, cwd=root)
+    git("commit", "--quiet", "--allow-empty", "-m", "start", cwd=seed)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/main", cwd=seed)
+    clones = []
+    for name in names:
+        git("clone", "--quiet", remote, name, cwd=root)
+        clones.append(root / name)
+    return remote, clones
+
+
+def remote_refs(remote: Path) -> dict[str, str]:
+    """Every ref of a (bare) repository and the object it names."""
+    listing = git("for-each-ref", "--format=%(refname) %(objectname)", cwd=remote)
+    return dict(line.split(" ", 1) for line in listing.splitlines())
+
+
 def dvc(*args: str, cwd: Path) -> str:
     result = subprocess.run([DVC, *args], cwd=cwd, capture_output=True, text=True,
                             timeout=TIMEOUT, check=False)

@@ -58,3 +58,8 @@ def test_model_artifacts_section(tmp_path: Path) -> None:
     part = tmp_path / "bert-weights"
     assert sorted(p.name for p in part.iterdir()) == [
         "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+def test_background_uploads_section(tmp_path: Path) -> None:
+    exec(compile(block_after("## Background uploads", "python"), str(README), "exec"),
+         {"workdir": tmp_path})

@@ -16,13 +16,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cp_manage.backends.storage import object_key
+from cp_manage.backends.objects import ObjectId, object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
     Progress,
     atomic_output,
     atomic_write_bytes,
+    clone_file,
     copy_file_md5,
     explained,
     fsync_path,
@@ -116,7 +117,9 @@ class LocalCache:
 
         The copy, not the workspace file, is hashed and later uploaded, so the stored bytes are
         exactly the hashed bytes even if a training script rewrites the file meanwhile. The
-        copy is on disk once ``flush`` has returned (see the class).
+        copy is on disk once ``flush`` has returned (see the class). Where the file system has
+        reflinks (btrfs, XFS) a large copy shares the source's blocks until either is written:
+        made at once, and just as private.
 
         Raises:
             ArtifactNotFoundError: the file vanished or changed while it was being read.
@@ -145,8 +148,13 @@ class LocalCache:
                         progress(before.size, before.size)
                 else:
                     with open(source, "rb") as reader:
-                        md5, _ = copy_file_md5(reader, writer, total=before.size,
-                                               progress=progress)
+                        if clone_file(reader.fileno(), writer.fileno()):
+                            # A reflink: the cache's copy is made at once; hashing it is the
+                            # only read, and its bytes are exactly the ones hashed.
+                            md5 = md5_file(Path(tmp), progress=progress)
+                        else:
+                            md5, _ = copy_file_md5(reader, writer, total=before.size,
+                                                   progress=progress)
                         crash_point("hashing")
             if FileStat.of(source) != before:
                 raise ArtifactNotFoundError(
@@ -299,14 +307,14 @@ class LocalCache:
                 with contextlib.suppress(OSError):
                     os.unlink(target)
                 raise
-        if md5 == oid.removesuffix(".dir"):
+        if md5 == ObjectId(oid).md5:
             return True
         os.unlink(target)
         self.discard(oid)
         return False
 
     def verify(self, oid: str) -> bool:
-        return self.has(oid) and md5_file(self.path(oid)) == oid.removesuffix(".dir")
+        return self.has(oid) and md5_file(self.path(oid)) == ObjectId(oid).md5
 
     def discard(self, oid: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cp_manage.errors import GitError, RemoteError
+from cp_manage.errors import GitError, PushRejectedError, RemoteError
 from cp_manage.interrupts import critical, record_kept
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,10 @@ STOP_GRACE = 5
 _REMOTE_COMMANDS = {"push", "fetch", "clone", "ls-remote", "pull"}
 # Never ask a question on a terminal: the library does not prompt.
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_ASKPASS": "true"}
+_HELD_BACK = {"atomic push failed", "atomic push failure", "atomic transaction failed"}
+"""The reasons ``push --porcelain`` gives a ref that was refused only because another ref of
+the same atomic push was (git's client says the first two, depending on its version; the
+remote the last, when its ref transaction failed)."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,38 @@ class Git:
         result = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
         return result.stdout if result.returncode == 0 else None
 
+    def show_many(self, revpaths: list[str]) -> list[bytes | None]:
+        """The bytes of each ``rev:path`` (None where absent), in one git call."""
+        if not revpaths:
+            return []
+        raw = self.run("cat-file", "--batch", input_bytes="".join(
+            f"{item}\n" for item in revpaths).encode()).stdout
+        found: list[bytes | None] = []
+        at = 0
+        for _ in revpaths:
+            end = raw.index(b"\n", at)
+            header = raw[at:end].split()
+            at = end + 1
+            if len(header) == 3 and header[1] != b"missing":
+                size = int(header[2])
+                found.append(raw[at:at + size] if header[1] == b"blob" else None)
+                at += size + 1
+            else:
+                found.append(None)
+        return found
+
+    def commits_by_prefix(self, prefix: str) -> list[str]:
+        """The commits whose hash starts with ``prefix`` (at least 4 hex digits); refs of that
+        name are not consulted."""
+        candidates = self.run("rev-parse", f"--disambiguate={prefix}", check=False
+                              ).stdout.decode().split()
+        if not candidates:
+            return []
+        types = self.run("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                         input_bytes="".join(f"{c}\n" for c in candidates).encode()).stdout
+        return [line.split()[0] for line in types.decode().splitlines()
+                if line.endswith(" commit")]
+
     def tags(self, pattern: str) -> list[TagRecord]:
         """Every annotated tag matching ``pattern`` with its message, in one git call."""
         fmt = "%(refname:strip=2)%00%(*objectname)%00%(taggerdate:iso-strict)%00%(contents)%00%00"
@@ -207,12 +243,41 @@ class Git:
         self.run("tag", "--annotate", "--cleanup=verbatim", "--file=-", "--", name, commit,
                  input_bytes=message.encode())
 
+    def make_tag_object(self, name: str, message: str, commit: str) -> str:
+        """Write an annotated tag object for ``commit`` without any ref, and return its id.
+
+        Pushed as ``ID:refs/tags/NAME`` and then given the local ref, a tag exists locally only
+        once the remote holds it: a process killed in between leaves nothing to clean up.
+        """
+        ident = self.run("var", "GIT_COMMITTER_IDENT").stdout.decode().strip()
+        body = (f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}")
+        return self.run("hash-object", "-t", "tag", "-w", "--stdin",
+                        input_bytes=body.encode()).stdout.decode().strip()
+
+    def set_ref(self, ref: str, oid: str) -> None:
+        self.run("update-ref", ref, oid)
+
     def delete_tags(self, *names: str) -> None:
         if names:
             self.run("tag", "--delete", "--", *names, check=False)
 
-    def fetch(self, *refspecs: str, remote: str = "origin") -> None:
-        self.run("fetch", "--quiet", "--no-write-fetch-head", remote, *refspecs)
+    def fetch(self, *refspecs: str, remote: str = "origin", missing_ok: bool = False) -> bool:
+        """Fetch ``refspecs`` from ``remote``.
+
+        Returns:
+            True; False (having fetched nothing) when ``missing_ok`` and a ref the refspecs
+            name is not on the remote (a branch not pushed yet).
+
+        Raises:
+            RemoteError: the fetch failed.
+        """
+        try:
+            self.run("fetch", "--quiet", "--no-write-fetch-head", remote, *refspecs)
+        except RemoteError as e:
+            if missing_ok and "couldn't find remote ref" in e.stderr:
+                return False
+            raise
+        return True
 
     def push(self, *refspecs: str, remote: str = "origin") -> None:
         """Push all ``refspecs`` in one atomic transaction: all of them land or none does.
@@ -222,7 +287,9 @@ class Git:
         is recorded for the interruption to report.
 
         Raises:
-            RemoteError: naming the refs the remote refused, why, and what its hooks said.
+            PushRejectedError: refs were refused; its fields say which, why, and what the
+                remote's hooks said.
+            RemoteError: the push failed otherwise (an unreachable remote, say).
         """
         args = ["push", "--quiet", "--atomic", "--porcelain", remote, *refspecs]
         with critical():
@@ -232,12 +299,12 @@ class Git:
                 return
             stderr = result.stderr.decode("utf-8", "replace")
             report = result.stdout.decode("utf-8", "replace")
-            detail = _refusal(report, stderr)
-            hint = _hint_for(stderr) if detail is None else (
-                "The git remote's own rules refused it (see what it said); nothing was changed "
-                "there. Resolve that with whoever runs the remote, then run the command again.")
-            raise RemoteError("git push failed", command=["git", *args],
-                              stderr=f"{stderr}\n{report}", hint=hint, detail=detail)
+            rejection = _rejection(report, stderr)
+            if rejection is None:
+                raise RemoteError("git push failed", command=["git", *args],
+                                  stderr=f"{stderr}\n{report}", hint=_hint_for(stderr))
+            rejection.command, rejection.stderr = ["git", *args], f"{stderr}\n{report}"
+            raise rejection
 
 
 def _describe(refspecs: tuple[str, ...]) -> str:
@@ -257,18 +324,46 @@ def _describe(refspecs: tuple[str, ...]) -> str:
     return " and ".join(words)
 
 
-def _refusal(report: str, stderr: str) -> str | None:
-    """What ``push --porcelain`` says was refused (``!<TAB>src:dst<TAB>[reason]`` lines), and
-    the remote's own words; None when nothing was refused (e.g. the remote is unreachable)."""
-    refused = []
+def _rejection(report: str, stderr: str) -> PushRejectedError | None:
+    """What ``push --porcelain`` reports (``<flag>TAB<src>:<dst>TAB<summary>`` lines, ``!``
+    for a refused ref) as a PushRejectedError; None when no ref was refused (e.g. the remote
+    is unreachable)."""
+    rejected: dict[str, str] = {}
+    held_back: dict[str, str] = {}
+    accepted: list[str] = []
     for line in report.splitlines():
         fields = line.split("\t")
-        if line.startswith("!") and len(fields) >= 3 and "atomic push failure" not in fields[2]:
-            refused.append(f"{fields[1].rsplit(':', 1)[-1]} {fields[2]}")
-    if not refused:
+        if len(fields) < 3 or len(fields[0]) != 1:
+            continue  # "To <url>", "Done"
+        ref = fields[1].rsplit(":", 1)[-1]
+        if fields[0] != "!":
+            accepted.append(ref)
+            continue
+        # "[rejected] (fetch first)", "[remote rejected] (hook declined)", "[no match]"
+        summary = re.fullmatch(r"\[([^]]*)\](?: \((.*)\))?", fields[2].strip())
+        reason = (summary.group(2) or summary.group(1)) if summary else fields[2].strip()
+        if reason in _HELD_BACK:
+            held_back[ref] = reason
+        else:
+            rejected[ref] = reason
+    if not rejected and not held_back:
         return None
     said = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line[len("remote:"):]).strip()
             for line in stderr.splitlines() if line.startswith("remote:")]
     said = [line for line in said if line and "hook declined to update" not in line]
-    text = f"the remote refused {', '.join(refused)}"
-    return f"{text} (it said: {' / '.join(said)})" if said else text
+    # The remote's failed ref transaction names the one ref it could not update and why:
+    # another push changed it a moment earlier.
+    for line in said:
+        locked = re.match(r"(?:error: )?(cannot lock ref '([^']+)': .*)", line)
+        if locked and locked.group(2) in held_back:
+            del held_back[locked.group(2)]
+            rejected[locked.group(2)] = locked.group(1)
+    if not rejected:  # no ref to blame: the reasons given are all there is
+        rejected, held_back = held_back, {}
+    text = "the remote refused " + ", ".join(f"{ref} ({why})" for ref, why in rejected.items())
+    detail = f"{text} (it said: {' / '.join(said)})" if said else text
+    return PushRejectedError(
+        "git push failed", rejected=rejected, held_back=list(held_back), accepted=accepted,
+        remote_said=said, detail=detail,
+        hint="The git remote's own rules refused it (see what it said); nothing was changed "
+        "there. Resolve that with whoever runs the remote, then run the command again.")

@@ -15,9 +15,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from cp_manage.errors import PointerError
-
-_MD5_RE = re.compile(r"[0-9a-f]{32}")
+from cp_manage.backends.objects import ObjectId
+from cp_manage.errors import InvalidObjectIdError, PointerError
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,11 @@ class Pointer:
 
     @property
     def oid(self) -> str:
-        """The object id in DVC's cache and remote: the md5, with ``.dir`` for a directory."""
-        return f"{self.md5}.dir" if self.is_dir else self.md5
+        """The object id in DVC's cache and remote: the md5, with ``.dir`` for a directory.
+
+        Plain text (``ObjectId(pointer.oid)`` gives the value type): callers hand it to YAML
+        writers, DVC's among them, which refuse a ``str`` subclass."""
+        return str(ObjectId.of(self.md5, listing=self.is_dir))
 
     def dumps(self) -> str:
         """The pointer file's text, byte for byte what ``dvc add`` writes: DVC's own YAML 1.2
@@ -84,10 +86,11 @@ def parse_pointer(text: bytes | str, *, source: str, expected_path: str | None =
     raw_md5, size, nfiles = out.get("md5"), out.get("size"), out.get("nfiles")
     if not isinstance(raw_md5, str):
         raise PointerError(f"{source} has no md5", hint=hint)
-    is_dir = raw_md5.endswith(".dir")
-    md5 = raw_md5.removesuffix(".dir")
-    if not _MD5_RE.fullmatch(md5):
-        raise PointerError(f"{source} has a malformed md5 {raw_md5!r}", hint=hint)
+    try:
+        oid = ObjectId(raw_md5)
+    except InvalidObjectIdError as e:
+        raise PointerError(f"{source} has a malformed md5 {raw_md5!r}", hint=hint) from e
+    is_dir = oid.is_listing
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise PointerError(f"{source} has a missing or invalid size", hint=hint)
     if is_dir and (not isinstance(nfiles, int) or isinstance(nfiles, bool) or nfiles < 0):
@@ -95,4 +98,4 @@ def parse_pointer(text: bytes | str, *, source: str, expected_path: str | None =
     path = check_relative_path(out.get("path"), what=source)
     if expected_path is not None and path != expected_path:
         raise PointerError(f"{source} points at {path!r} instead of {expected_path!r}", hint=hint)
-    return Pointer(path=path, md5=md5, size=size, nfiles=nfiles if is_dir else None)
+    return Pointer(path=path, md5=oid.md5, size=size, nfiles=nfiles if is_dir else None)

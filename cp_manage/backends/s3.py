@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cp_manage.backends.storage import object_key
+from cp_manage.backends.objects import ObjectId, is_object_id, object_key
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
@@ -88,7 +88,6 @@ _DENIED_CODES = {
 _REGION_CODES = {"301", "PermanentRedirect", "AuthorizationHeaderMalformed",
                  "IllegalLocationConstraintException"}
 # AWS access key ids have a recognisable shape; never let one reach a message.
-_MD5_HEX_RE = re.compile(r"[0-9a-f]{32}")
 _ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{12,}\b")
 
 
@@ -420,9 +419,9 @@ class S3Storage:
         object is named by its md5, so the server refuses bytes that do not match their name.
         """
         extra: dict[str, str] = {}
-        if _MD5_HEX_RE.fullmatch(oid.removesuffix(".dir")):
+        if is_object_id(oid):
             extra["ContentMD5"] = base64.b64encode(
-                bytes.fromhex(oid.removesuffix(".dir"))).decode("ascii")
+                bytes.fromhex(ObjectId(oid).md5)).decode("ascii")
         self.client.put_object(Bucket=self.bucket, Key=self._key(oid), Body=body, **extra)
 
     def download(self, oid: str, target: Path, *, progress: Progress | None = None,

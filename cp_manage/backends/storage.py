@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
+from cp_manage.backends.objects import object_key
 from cp_manage.errors import CPVError, StorageError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress, atomic_output, copy_file_md5, explain_os_error
 
-
-def object_key(oid: str) -> str:
-    """The path of object ``oid`` below the remote's root."""
-    return f"files/md5/{oid[:2]}/{oid[2:]}"
+__all__ = ["LocalStorage", "Storage", "object_key", "open_storage"]  # object_key: for old callers
 
 
 class Storage(Protocol):

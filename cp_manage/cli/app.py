@@ -115,12 +115,14 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, init_cmd
+    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, init_cmd, queue_cmd
 
     cli.add_command(init_cmd.init)
     cli.add_command(doctor_cmd.doctor)
     cli.add_command(demo.demo)
-    cli.add_command(checkpoints.make_group("model"))
+    model = checkpoints.make_group("model")
+    queue_cmd.register(model)
+    cli.add_command(model)
     cli.add_command(checkpoints.make_group("data"))
     cli.add_command(config_cmd.config)
     for extra in checkpoints.extra_commands():

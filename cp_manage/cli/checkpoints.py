@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cp_manage.cli import output
+from cp_manage.cli.stages_cmd import add_stage_commands, printable
 
 if TYPE_CHECKING:
     from cp_manage.manage.base import CheckpointManager
+    from cp_manage.manage.combined import CombinedCheckpointsManage
+    from cp_manage.manage.registry import ListEntry
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -150,6 +153,21 @@ def _version_row(info: Any, words: Wording) -> list[str]:
     return row
 
 
+def _entry_row(entry: ListEntry, words: Wording, *, full: bool, staged: bool) -> list[str]:
+    """A listing's row: the version (``(retired)`` when it is), with ``full`` its commit and
+    message, and its stages when any version has one."""
+    info = entry.info
+    row = _version_row(info, words)
+    row[0] = (info.version or "-") + (" (retired)" if entry.retired else "")
+    if full:
+        row.insert(1, (info.commit or "-")[:10])
+    if staged:
+        row.append(", ".join(entry.stages) or "-")
+    if full:
+        row.append(printable(info.message))
+    return row
+
+
 def make_group(kind: str) -> click.Group:
     """The command group for ``kind`` ("model" or "data")."""
     words = WORDING[kind]
@@ -198,46 +216,72 @@ def make_group(kind: str) -> click.Group:
             output.info(f"The {kind} and its metrics are unchanged; no new commit "
                         f"(HEAD {result.commit[:10]}){resent}.")
 
-    @group.command(help="Give HEAD a version: the next minor one, --major, or VERSION.")
+    @group.command(help="Give HEAD (or, with --commit, an earlier upload) a version: the next "
+                   "minor one, --major, or VERSION.")
     @click.argument("version", required=False)
     @click.option("--major", is_flag=True, help="Bump the major version (v1.3 -> v2.0).")
     @click.option("-m", "--message", help="The tag message.")
+    @click.option("--commit", metavar="REV", help="Tag this earlier upload (a commit from "
+                  f"'cpv {kind} list --all'); storage must still hold it.")
     @repo_option
-    def tag(version: str | None, major: bool, message: str | None, repo: str | None) -> None:
+    def tag(version: str | None, major: bool, message: str | None, commit: str | None,
+            repo: str | None) -> None:
         if version is not None and major:
             raise click.UsageError("Give either VERSION or --major, not both.")
-        result = _manager(kind, repo).tag(version, major=major, message=message)
+        result = _manager(kind, repo).tag(version, major=major, message=message, commit=commit)
         if result.created:
             output.success(f"Tagged {result.tag}")
+        elif commit is not None:
+            output.info(f"Commit {commit} is already {result.tag}; nothing to tag.")
         else:
             output.info(f"{words.head} is already {result.tag}; nothing to tag.")
 
-    @group.command(name="list", help=f"Versions, oldest first, with their {words.list_help}")
+    def sorting(command: Command) -> Command:
+        if not words.has_metrics:
+            return command
+        command = click.option("--desc", is_flag=True, help="With --sort: highest first.")(
+            command)
+        return click.option("--sort", "sort", metavar="METRIC", help="Order by METRIC, lowest "
+                            "first (versions without it last).")(command)
+
+    @group.command(name="list", help=f"Versions, oldest first, with their {words.list_help} "
+                   "and stages; retired versions are hidden.")
+    @click.option("--all", "show_all", is_flag=True, help="Also retired versions (marked) and "
+                  "the uploads no version names (by commit).")
+    @sorting
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
     @without_clone("list")
     @repo_option
-    def list_(as_json: bool, team_name: str | None, model_name: str | None,
-              repo: str | None) -> None:
-        versions = _manager(kind, repo, team=team_name, model=model_name).list_versions()
+    def list_(show_all: bool, as_json: bool, team_name: str | None, model_name: str | None,
+              repo: str | None, sort: str | None = None, desc: bool = False) -> None:
+        if desc and sort is None:
+            raise click.UsageError("--desc goes with --sort METRIC.")
+        entries = _manager(kind, repo, team=team_name, model=model_name).list_entries(
+            all=show_all, sort=sort, descending=desc)
         if as_json:
-            output.print_json([v.to_dict() for v in versions])
+            output.print_json([entry.to_dict() for entry in entries])
             return
-        if not versions:
+        if not entries:
             output.info(f"No {kind} versions of {team_name}/{model_name} yet." if model_name else
                         f"No {kind} versions yet. Run 'cpv {kind} upload' and 'cpv {kind} tag'.")
             return
-        output.table(["version", "created (UTC)", "size", "md5", *words.list_columns],
-                     [_version_row(v, words) for v in versions])
+        staged = any(entry.stages for entry in entries)
+        columns = ["version", *(["commit"] if show_all else []), "created (UTC)", "size", "md5",
+                   *words.list_columns, *(["stages"] if staged else []),
+                   *(["message"] if show_all else [])]
+        output.table(columns, [_entry_row(entry, words, full=show_all, staged=staged)
+                               for entry in entries])
 
-    @group.command(help="The metadata of VERSION (default: HEAD).")
+    @group.command(help="The metadata of VERSION (a version, a stage such as production, or a "
+                   "commit; default: HEAD).")
     @click.argument("version", required=False)
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
     @without_clone("show (no VERSION: the latest one)")
     @repo_option
     def show(version: str | None, as_json: bool, team_name: str | None,
              model_name: str | None, repo: str | None) -> None:
-        info = _manager(kind, repo, team=team_name, model=model_name).metadata(version)
-        data = info.to_dict()
+        entry = _manager(kind, repo, team=team_name, model=model_name).describe_version(version)
+        info, data = entry.info, entry.to_dict()
         if as_json:
             output.print_json(data)
             return
@@ -247,8 +291,15 @@ def make_group(kind: str) -> click.Group:
             if data.get(key) is not None:
                 output.info(f"{key:>12}: {data[key]}")
         output.info(f"{'metrics':>12}: {output.format_metrics(info.metrics)}")
+        if entry.stages:
+            output.info(f"{'stages':>12}: {', '.join(entry.stages)}")
+        if entry.retired:
+            gone = entry.retired
+            output.info(f"{'retired':>12}: {gone.created_at} by {printable(gone.author)} "
+                        f"({gone.tag}): {printable(gone.message)}")
 
-    @group.command(help=f"Compare two versions side by side: {words.diff_help}")
+    @group.command(help=f"Compare two versions (or stages, or commits) side by side: "
+                   f"{words.diff_help}")
     @click.argument("old")
     @click.argument("new")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
@@ -275,8 +326,8 @@ def make_group(kind: str) -> click.Group:
                 [row["path"], row["change"], _size(row["old_size"]), _size(row["new_size"])]
                 for row in result["file_changes"]])
 
-    @group.command(help="Fetch VERSION (default: HEAD) into a folder; the working tree and "
-                   "HEAD are never touched.")
+    @group.command(help="Fetch VERSION (a version, a stage such as production, or a commit; "
+                   "default: HEAD) into a folder; the working tree and HEAD are never touched.")
     @click.argument("version", required=False)
     @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False),
                   help="Folder to write into (default: ./{model}-{version}, or beside the "
@@ -302,7 +353,8 @@ def make_group(kind: str) -> click.Group:
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
                        f"(md5 {info.md5} verified)")
 
-    @group.command(help="Bring VERSION back into the working tree as a new commit.")
+    @group.command(help="Bring VERSION (a version, a stage or a commit) back into the working "
+                   "tree as a new commit.")
     @click.argument("version")
     @click.option("--force", is_flag=True, help="Discard changes that were never uploaded.")
     @repo_option
@@ -315,13 +367,26 @@ def make_group(kind: str) -> click.Group:
         else:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
+    from cp_manage.cli import pictures
+
+    pictures.add_commands(group, kind, repo_option)
+    add_stage_commands(group, kind, _manager, repo_option, without_clone)
     return group
 
 
 def _default_download_dir(kind: str, manager: CheckpointManager, version: str | None,
                           model: str | None) -> Path:
-    """``./{model}-{version}``; beside the repository when the current directory is inside
-    its working tree (a download never lands in the working tree unasked)."""
+    """``./{model}-{version}``, or beside the repository (see ``default_place``)."""
+    folder, name = default_place(manager, model)
+    label = version or ("latest" if model else "HEAD")
+    return folder / f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
+
+
+def default_place(manager: CheckpointManager | CombinedCheckpointsManage,
+                  model: str | None) -> tuple[Path, str]:
+    """Where what cpv writes for the user goes without ``-o``, and the model's name: the current
+    directory, or beside the repository when the current directory is inside its working tree
+    (a download or a report never lands in the working tree unasked)."""
     from cp_manage.errors import NotARepositoryError
 
     try:
@@ -331,10 +396,8 @@ def _default_download_dir(kind: str, manager: CheckpointManager, version: str | 
             raise
         root = None  # no clone: fetched from the remotes
     name = model or manager.repo.model
-    label = version or ("latest" if model else "HEAD")
-    folder = f"{name}-{WORDING[kind].download_infix}{label.removeprefix('data/')}"
     here = Path.cwd()
-    return (root.parent if root is not None and here.is_relative_to(root) else here) / folder
+    return (root.parent if root is not None and here.is_relative_to(root) else here), name
 
 
 def _fmt(value: Any) -> str:

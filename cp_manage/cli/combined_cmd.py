@@ -89,6 +89,21 @@ def show(version: str | None, as_json: bool, team_name: str | None, model_name: 
                    " (not the data shown: the model's commit holds other data)"))
 
 
+@combined.command(help="Write one self-contained HTML report of the model and data versions "
+                  "(charts, tables, stages, lineage, files changed), built from git alone; "
+                  "it opens offline. Prints its path.")
+@click.option("-o", "--output", "output_file", type=click.Path(dir_okay=False),
+              help="The HTML file (default: ./MODEL-combined-report.html, or beside the "
+              "repository when run inside it).")
+@without_clone("report")
+@repo_option
+def report(output_file: str | None, team_name: str | None, model_name: str | None,
+           repo: str | None) -> None:
+    from cp_manage.cli.pictures import write_and_say
+
+    write_and_say(_manager(repo, team_name, model_name), output_file, "combined", model_name)
+
+
 def _row(name: str, model: Any, data: Any) -> list[str]:
     def text(value: Any) -> str:
         if value is None:

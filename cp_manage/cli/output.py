@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cp_manage import formatting
+
 if TYPE_CHECKING:
     from rich.progress import Progress as RichProgress
     from rich.progress import TaskID
@@ -97,28 +99,10 @@ def _plain_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *,
                    .rstrip())
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-def human_size_delta(delta: int) -> str:
-    """A signed size in human units: ``+1.5 MiB``, ``-512 B``, ``+0 B``."""
-    return f"{'-' if delta < 0 else '+'}{human_size(abs(delta))}"
-
-
-def format_metrics(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={_short(v)}" for k, v in metrics.items()) or "-"
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+# One formatting for the CLI's tables and the HTML report (``cp_manage.formatting``).
+human_size = formatting.human_size
+human_size_delta = formatting.human_size_delta
+format_metrics = formatting.format_metrics
 
 
 class TransferBar:

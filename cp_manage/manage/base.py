@@ -35,6 +35,9 @@ from cp_manage.manage.compare import (
 from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.handlers import same_path, upload_objects
+from cp_manage.manage.history import Report, build_report
+from cp_manage.manage.references import resolve_reference
+from cp_manage.manage.registry import StageRegistry
 from cp_manage.manage.repository import InitResult, Repository
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (
@@ -44,6 +47,7 @@ from cp_manage.manage.workspace import (
     pointer_changes,
     restore_and_commit,
 )
+from cp_manage.pictures.page import write_report
 from cp_manage.spec import ArtifactSpec
 from cp_manage.versions import Kind, validate_name
 
@@ -63,9 +67,10 @@ class UploadResult:
     uploaded_bytes: int
 
 
-class CheckpointManager(VersionTagging):
+class CheckpointManager(VersionTagging, StageRegistry):
     """One implementation of the lifecycle, for the artifact a subclass names (tagging is in
-    ``cp_manage.manage.tagging``)."""
+    ``cp_manage.manage.tagging``; stages, retirement, best and listing in
+    ``cp_manage.manage.registry``)."""
 
     kind: Kind = "model"
 
@@ -212,22 +217,13 @@ class CheckpointManager(VersionTagging):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def list_versions(self, *, verbose: bool = False) -> list[VersionInfo]:
-        """Every version, oldest first, with metadata, from git alone (without a clone, from
-        the git remote)."""
-        enable_verbose(verbose)
-        source = self.version_source()
-        versions = source.versions(source.spec(self.kind))
-        for tag, why in source.catalog.skipped.items():
-            logger.warning("Skipping %s: %s", tag, why)
-        return versions
-
     def metadata(self, version: str | None = None, *, verbose: bool = False) -> VersionInfo:
-        """The metadata of ``version`` from git alone. None means HEAD in a clone; without a
-        clone (read from the git remote) it means the latest version."""
+        """The metadata of ``version`` (a version, a stage or a commit) from git alone. None
+        means HEAD in a clone; without a clone (read from the git remote) it means the latest
+        version that is not retired."""
         enable_verbose(verbose)
         source = self.version_source()
-        return source.resolve(source.spec(self.kind), version)[1]
+        return resolve_reference(source, source.spec(self.kind), version)[1]
 
     def diff(self, old: str, new: str, *, verbose: bool = False) -> dict[str, Any]:
         """Two versions side by side: metrics (``{metric: {old, new, delta}}``), sizes and, for
@@ -238,9 +234,35 @@ class CheckpointManager(VersionTagging):
         enable_verbose(verbose)
         return self._compare(self.version_source(), old, new)
 
+    def report(self, *, verbose: bool = False) -> Report:
+        """What the HTML report of this artifact shows, from git alone (no download): every
+        version, a series per metric (for data: file count, sample count, size), the stages,
+        for a folder the files changed between consecutive versions, and the lineage. Works
+        without a clone, as ``list_versions`` does."""
+        enable_verbose(verbose)
+        return build_report(self.version_source(), (self.kind,))
+
+    def write_report(self, output: str | os.PathLike[str], *, verbose: bool = False) -> Path:
+        """Write ``report()`` as one self-contained HTML file (no script, no network needed).
+
+        Args:
+            output: the file to write, relative to the caller's current directory; replaced
+                when it exists.
+
+        Returns:
+            The absolute path written.
+
+        Raises:
+            RemoteError: without a clone, the git remote cannot be reached.
+            LocalFileError: ``output`` cannot be written.
+        """
+        enable_verbose(verbose)
+        return write_report(self.report(), caller_path(output))
+
     def _compare(self, source: VersionSource, old: str, new: str) -> dict[str, Any]:
         spec = source.spec(self.kind)
-        a, b = source.resolve(spec, old)[1], source.resolve(spec, new)[1]
+        a = resolve_reference(source, spec, old)[1]
+        b = resolve_reference(source, spec, new)[1]
         result: dict[str, Any] = {"old": a.to_dict(), "new": b.to_dict(),
                                   "metrics": metric_rows(a, b),
                                   "size_delta_bytes": b.size_bytes - a.size_bytes}
@@ -293,7 +315,7 @@ class CheckpointManager(VersionTagging):
         if isinstance(source, Repository):
             root = source.root
             source.warm_up_storage()  # connecting to S3 overlaps with reading git
-        commit, info = source.resolve(spec, version)
+        commit, info = resolve_reference(source, spec, version)
         pointer = source.catalog.pointer_at(commit, spec.path)
         if pointer is None:
             raise NothingToDoError(f"{info.tag or commit[:10]} has no {self.kind}")
@@ -359,11 +381,12 @@ class CheckpointManager(VersionTagging):
         repo = self.repo
         with repo.locked():
             repo.sync()
-            commit, info = repo.resolve(self.spec, version)
+            commit, info = resolve_reference(repo, self.spec, version)
             restore = self.plan_restore(commit, info, force=force)
-            new = restore_and_commit(repo, [restore], f"Revert {self.kind} to {info.tag}",
+            new = restore_and_commit(repo, [restore],
+                                     f"Revert {self.kind} to {info.tag or commit[:10]}",
                                      progress=progress or self.progress)
-            logger.info("Reverted %s to %s", self.kind, info.tag)
+            logger.info("Reverted %s to %s", self.kind, info.tag or commit[:10])
             return new
 
     def plan_restore(self, commit: str, info: VersionInfo, *, force: bool,

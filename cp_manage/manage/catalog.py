@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.backends.git import Git
 from cp_manage.backends.pointer import Pointer, parse_pointer
-from cp_manage.errors import PointerError, VersionNotFoundError
+from cp_manage.errors import AmbiguousCommitError, PointerError, VersionNotFoundError
 from cp_manage.manage.handlers import ObjectSource
 from cp_manage.spec import DATA, DATA_PATH, DEFAULT_ARTIFACT, ArtifactSpec
 from cp_manage.versions import Kind, Version
@@ -102,6 +103,72 @@ class Catalog:
         if found is None:
             raise VersionNotFoundError(str(spec.parse(version)), kind=spec.kind,
                                        known=[str(i.version) for i in self.versions(spec)])
+        return found
+
+    def find_commit(self, spec: ArtifactSpec, prefix: str
+                    ) -> tuple[str, VersionInfo | None] | None:
+        """The commit whose hash starts with ``prefix`` (4 to 64 hex digits) and what it holds:
+        its version when one of ``spec``'s tags is on it, else its upload described from the
+        commit (None when it holds no such artifact). None when no such commit is here.
+
+        Raises:
+            AmbiguousCommitError: several commits start with ``prefix``.
+        """
+        commits = self.git.commits_by_prefix(prefix)
+        if len(commits) > 1:
+            raise AmbiguousCommitError(
+                f"{prefix} is the start of {len(commits)} commits",
+                hint="Give more digits of the commit hash.")
+        if not commits:
+            return None
+        commit = commits[0]
+        on_it = [info for info in self.versions(spec) if info.commit == commit]
+        if on_it:
+            return commit, on_it[-1]
+        return commit, self.info_from_commit(spec, commit, tag=None)
+
+    def uploads(self, spec: ArtifactSpec, revs: Sequence[str]) -> list[VersionInfo]:
+        """Every upload of ``spec``'s artifact in the history of ``revs`` (such as ``HEAD``,
+        ``refs/remotes/origin/main`` or ``--tags``), oldest first: each commit that changed its
+        pointer (or, for a model, its metrics) and holds it, described from the commit
+        (``version`` and ``tag`` None, whether or not a tag names it). Two git calls, whatever
+        the number of uploads.
+        """
+        model = spec.records_metrics
+        changed = [spec.pointer_file, METRICS_FILE] if model else [spec.pointer_file]
+        result = self.git.run("log", "--reverse", "--format=%H%x00%aI%x00%an <%ae>%x00%s",
+                              *revs, "--", *changed, check=False)
+        if result.returncode != 0:  # no commit yet
+            return []
+        rows = [line.split("\0", 3) for line in
+                result.stdout.decode("utf-8", "replace").splitlines() if line.count("\0") == 3]
+        files = [spec.pointer_file, METRICS_FILE, DATA.pointer_file] if model else [
+            spec.pointer_file]
+        contents = self.git.show_many([f"{row[0]}:{name}" for row in rows for name in files])
+        data_tags = {i.md5: str(i.tag) for i in self.versions(DATA)} if model else {}
+        found = []
+        for index, (commit, date, author, subject) in enumerate(rows):
+            raw = contents[index * len(files): (index + 1) * len(files)]
+            if raw[0] is None:
+                continue
+            try:
+                pointer = parse_pointer(raw[0], source=spec.pointer_file,
+                                        expected_path=Path(spec.path).name)
+            except PointerError as e:
+                logger.warning("Skipping the upload %s: %s", commit[:10], e)
+                continue
+            try:
+                data = parse_pointer(raw[2], source=DATA.pointer_file,
+                                     expected_path=DATA.path) if model and raw[2] else None
+            except PointerError:
+                data = None  # lineage unknown; the upload itself is fine
+            found.append(VersionInfo(
+                kind=spec.kind, version=None, tag=None, path=pointer.path, md5=pointer.md5,
+                size_bytes=pointer.size, metrics=last_metrics(raw[1] or b"") if model else {},
+                created_at=date, author=author, message=subject, cpv_version=__version__,
+                commit=commit, team=self.team, model=self.model, file_count=pointer.nfiles,
+                data_version=(data_tags.get(data.md5, f"md5:{data.md5}") if data else None),
+            ))
         return found
 
     def pointer_at(self, commit: str, path: str) -> Pointer | None:

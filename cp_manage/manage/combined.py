@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import VersionInfo
@@ -23,12 +24,15 @@ from cp_manage.errors import (
     VersionNotFoundError,
 )
 from cp_manage.fsutil import Progress
-from cp_manage.manage.base import enable_verbose
+from cp_manage.manage.base import caller_path, enable_verbose
 from cp_manage.manage.catalog import VersionSource
 from cp_manage.manage.data import DataCheckpointsManage
+from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.models import ModelsCheckpointsManage
+from cp_manage.manage.references import resolve_reference
 from cp_manage.manage.repository import Repository, is_lost_race
 from cp_manage.manage.workspace import restore_and_commit
+from cp_manage.pictures.page import write_report
 from cp_manage.spec import DATA
 from cp_manage.versions import Version, next_version
 
@@ -229,14 +233,15 @@ class CombinedCheckpointsManage:
         repo = self.repo
         with repo.locked():
             repo.sync()
-            model_commit, model_info = repo.resolve(repo.model_spec, tag)
+            model_commit, model_info = resolve_reference(repo, repo.model_spec, tag)
             data_commit, data_info = self._data_of(repo, model_commit, model_info)
             restores = [self.models.plan_restore(model_commit, model_info, force=force),
                         self.data.plan_restore(data_commit, data_info, force=force)]
+            name = model_info.tag or model_commit[:10]
             new = restore_and_commit(
-                repo, restores, f"Revert model to {model_info.tag} and data to "
+                repo, restores, f"Revert model to {name} and data to "
                 f"{data_info.tag or 'its training data'}", progress=progress or self.progress)
-            logger.info("Reverted model and data to %s", model_info.tag)
+            logger.info("Reverted model and data to %s", name)
             return new
 
     revert_checkpoint = revert_model_and_data
@@ -278,7 +283,7 @@ class CombinedCheckpointsManage:
         """
         enable_verbose(verbose)
         source = self.models.version_source()
-        model_commit, model_info = source.resolve(source.spec("model"), tag)
+        model_commit, model_info = resolve_reference(source, source.spec("model"), tag)
         try:
             data_info: VersionInfo | None = self._data_of(source, model_commit, model_info)[1]
         except NothingToDoError:
@@ -298,6 +303,22 @@ class CombinedCheckpointsManage:
         }
 
     get_metadata = get_combined_metadata
+
+    def report(self, *, verbose: bool = False) -> Report:
+        """The model and the data on one report, from git alone (see
+        ``ModelsCheckpointsManage.report``); without a clone, given the team and the model."""
+        enable_verbose(verbose)
+        return build_report(self.models.version_source(), ("model", "data"))
+
+    def write_report(self, output: str | os.PathLike[str], *, verbose: bool = False) -> Path:
+        """Write ``report()`` as one self-contained HTML file; returns its absolute path.
+
+        Raises:
+            RemoteError: without a clone, the git remote cannot be reached.
+            LocalFileError: ``output`` cannot be written.
+        """
+        enable_verbose(verbose)
+        return write_report(self.report(), caller_path(output))
 
 
 def _release_failed(names: tuple[str, str], error: CPVError) -> CPVError:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cp_manage.backends.cache import FileStat
+from cp_manage.backends.objects import ObjectId
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
@@ -360,7 +361,7 @@ class DirHandler:
         run_parallel(add, todo, on_done=added)
         raw = listing_bytes(md5s)
         md5 = md5_bytes(raw)
-        repo.cache.add_bytes(raw, f"{md5}.dir")
+        repo.cache.add_bytes(raw, ObjectId.listing(md5))
         return Pointer(path=self.path, md5=md5,
                        size=sum(item.stat.size for item in files), nfiles=len(files))
 
@@ -386,7 +387,7 @@ class DirHandler:
                 known = md5_file(item.path)
                 repo.state.remember(key, item.stat, known)
             md5s[item.relpath] = known
-        return f"{md5_bytes(listing_bytes(md5s))}.dir"
+        return ObjectId.listing(md5_bytes(listing_bytes(md5s)))
 
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None, select: Select | None = None,

@@ -2,9 +2,10 @@
 mended from here.
 
 Checks: every commit and version tag made here is on the git remote; every object any version
-(and HEAD) needs is in storage; every local cache entry still matches its md5; no temporary file
-of an interrupted run is left behind. ``repair`` pushes what is missing (commits, tags, objects
-from the local cache), removes corrupt cache entries and stale temporary files.
+that is not retired (and HEAD) needs is in storage; every local cache entry still matches its
+md5; no temporary file of an interrupted run is left behind. ``repair`` pushes what is missing
+(commits, tags, objects from the local cache; never what only retired versions need), removes
+corrupt cache entries and stale temporary files.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import os
 import shutil
 from pathlib import Path
 
+from cp_manage.backends.objects import ObjectId, is_object_id
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import CPVError
 from cp_manage.fsutil import md5_file
 from cp_manage.manage.handlers import Handler
 from cp_manage.manage.repository import Repository
+from cp_manage.manage.stages import StageLog, refresh
 from cp_manage.manage.workspace import handler_for
 from cp_manage.report import Finding, ValidationReport
 from cp_manage.spec import DATA
@@ -93,8 +96,8 @@ def _check_cache(repo: Repository, repair: bool) -> Finding:
                 if entry.name.startswith("."):
                     continue
                 count += 1
-                expected = prefix.name + entry.name.removesuffix(".dir")
-                if md5_file(entry) != expected:
+                oid = prefix.name + entry.name
+                if not is_object_id(oid) or md5_file(entry) != ObjectId(oid).md5:
                     corrupt.append(entry)
     if not corrupt:
         return Finding("cache", "passed", f"{count} cache entries match their md5")
@@ -157,16 +160,35 @@ def _check_tags(repo: Repository, repair: bool) -> Finding:
 
 
 def _check_storage(repo: Repository, repair: bool) -> Finding:
+    """Every object a version that is not retired (or HEAD) needs is in storage. What only
+    retired versions need is neither asked for nor uploaded again: gc may reclaim it, and
+    the retire record on the git remote (read first) binds every clone."""
     needed: dict[str, str] = {}  # oid -> the version that needs it
     head = repo.git.head()
+    left_out: list[str] = []
     for handler in _handlers(repo):
+        try:  # a repair must know every retirement; a check may go on with what is known
+            refresh(repo, handler.spec, strict=repair)
+        except CPVError as e:
+            return Finding("storage", "failed", "cannot read which versions are retired from "
+                           f"the git remote, so nothing was uploaded: {e.message}",
+                           e.hint or None)
+        retired = StageLog(repo.git, handler.spec).retired()
         pointers: list[tuple[str, Pointer]] = []
+        kept_md5s, retired_md5s = set(), set()
         for info in repo.versions(handler.spec, fetch=False):
+            if info.version in retired:
+                left_out.append(str(info.tag))
+                retired_md5s.add(info.md5)
+                continue
+            kept_md5s.add(info.md5)
             pointer = repo.pointer_at(info.commit, handler.path) if info.commit else None
             if pointer is not None:
                 pointers.append((str(info.tag), pointer))
         head_pointer = repo.pointer_at(head, handler.path) if head else None
-        if head_pointer is not None:
+        if head_pointer is not None and head_pointer.md5 in retired_md5s - kept_md5s:
+            left_out.append(f"HEAD's {handler.spec.kind} (a retired version)")
+        elif head_pointer is not None:
             pointers.append(("HEAD", head_pointer))
         for label, pointer in pointers:
             try:
@@ -178,14 +200,15 @@ def _check_storage(repo: Repository, repair: bool) -> Finding:
         missing = repo.storage.missing(needed)
     except CPVError as e:
         return Finding("storage", "failed", f"cannot reach storage: {e.message}", e.hint or None)
+    unchecked = f" (retired, so not checked: {', '.join(left_out)})" if left_out else ""
     if not missing:
         return Finding("storage", "passed", f"all {len(needed)} objects of every version are in "
-                       "storage")
+                       f"storage{unchecked}")
     if repair:
         lost = []
         for oid in sorted(missing):
             cached = repo.cache.path(oid)
-            if cached.is_file() and md5_file(cached) == oid.removesuffix(".dir"):
+            if cached.is_file() and md5_file(cached) == ObjectId(oid).md5:
                 repo.storage.upload(oid, cached)
             else:
                 lost.append(oid)
@@ -194,7 +217,8 @@ def _check_storage(repo: Repository, repair: bool) -> Finding:
             return Finding("storage", "failed", f"{len(lost)} object(s) of {', '.join(versions)} "
                            "are in neither storage nor this cache",
                            "Run 'cpv doctor --repair' on a machine that has them cached.")
-        return Finding("storage", "passed", f"re-uploaded {len(missing)} object(s) from the cache")
+        return Finding("storage", "passed", f"re-uploaded {len(missing)} object(s) from the "
+                       f"cache{unchecked}")
     versions = sorted({needed[o] for o in missing})
     return Finding("storage", "failed", f"{len(missing)} object(s) missing from storage, needed "
                    f"by {', '.join(versions)}", "Run 'cpv doctor --repair' to upload them from "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cp_manage.backends.cache import FileStat
+from cp_manage.backends.objects import ObjectId
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.fsutil import Progress, explained, md5_file, progress_phase
@@ -175,8 +176,8 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
     always means every file it names is there too (DVC relies on that when it pulls).
     """
     ordered = sorted(set(oids))
-    files = [oid for oid in ordered if not oid.endswith(".dir")]
-    listings = [oid for oid in ordered if oid.endswith(".dir")]
+    files = [oid for oid in ordered if not ObjectId(oid).is_listing]
+    listings = [oid for oid in ordered if ObjectId(oid).is_listing]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
     if files:
         progress_phase(progress, "sending")
@@ -207,7 +208,8 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
     ``size`` is the pointer's: a file's own size, which tells storage how to fetch it; for a
     listing it is the folder's total, so it is not passed on.
     """
-    expected = oid.removesuffix(".dir")
+    object_id = ObjectId(oid)
+    expected = object_id.md5
     if repo.cache.has(oid):
         try:
             repo.cache.checkout(oid, target, expected_md5=expected, progress=progress)
@@ -225,7 +227,7 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
         tmp.unlink()
         try:
             md5 = repo.storage.download(oid, tmp, progress=progress,
-                                        size=None if oid.endswith(".dir") else size)
+                                        size=None if object_id.is_listing else size)
             if md5 != expected:
                 raise IntegrityError(
                     f"The stored object {oid} is corrupt (its bytes hash to {md5})",

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cp_manage.artifacts import ModelArtifacts
 from cp_manage.errors import NotARepositoryError
 from cp_manage.fsutil import Progress
 from cp_manage.manage.base import CheckpointManager, caller_path, enable_verbose
 from cp_manage.manage.repository import MODEL_PATH, InitResult
+
+if TYPE_CHECKING:
+    from cp_manage.manage.background import BackgroundUploads
+    from cp_manage.manage.queue import Completed, QueueEntry
 
 
 class ModelsCheckpointsManage(CheckpointManager):
@@ -125,6 +129,59 @@ class ModelsCheckpointsManage(CheckpointManager):
         return self.metadata(tag, verbose=verbose).seed_dict()
 
     get_metadata = get_model_metadata
+
+    # -- background uploads (cp_manage.manage.background, cp_manage.manage.queue) ---------------
+
+    def background(self, max_pending_bytes: int | None = None, *,
+                   verbose: bool = False) -> BackgroundUploads:
+        """Uploads that run in the background, in order, from a durable queue on disk.
+
+        ``submit(model_path, metrics, message, tag)`` returns a Future as soon as the
+        checkpoint is snapshotted into the local cache; storing, commit, push and tag follow
+        on one worker thread. Use it as a context manager (leaving waits for every upload) or
+        call ``close()``. Uploads an earlier process left queued are completed first.
+
+        Args:
+            max_pending_bytes: ``submit`` waits while the snapshots not yet versioned would
+                exceed this; default: room for two checkpoints of the size being submitted.
+
+        Raises:
+            NotARepositoryError, CPVError.
+        """
+        enable_verbose(verbose)
+        from cp_manage.manage.background import BackgroundUploads
+
+        return BackgroundUploads(self, max_pending_bytes=max_pending_bytes)
+
+    def pending_uploads(self, verbose: bool = False) -> list[QueueEntry]:
+        """The uploads waiting in the queue, oldest first (``cpv model pending``)."""
+        enable_verbose(verbose)
+        from cp_manage.manage.queue import UploadQueue
+
+        return UploadQueue(self.repo).entries()
+
+    def flush_uploads(self, verbose: bool = False, *,
+                      on_done: Callable[[Completed], None] | None = None) -> list[Completed]:
+        """Complete every queued upload, oldest first, each exactly once (``cpv model flush``).
+
+        Raises:
+            QueueError: an upload failed; it and those after it stay queued.
+        """
+        enable_verbose(verbose)
+        from cp_manage.manage.queue import flush
+
+        return flush(self, on_done=on_done)
+
+    def drop_upload(self, ref: str, verbose: bool = False) -> QueueEntry:
+        """Take a queued upload (sequence number or id prefix) out of the queue, unversioned.
+
+        Raises:
+            QueueError: no such entry.
+        """
+        enable_verbose(verbose)
+        from cp_manage.manage.queue import drop
+
+        return drop(self, ref)
 
     @property
     def model_path(self) -> Path:

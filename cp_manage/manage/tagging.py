@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from cp_manage import __version__
+from cp_manage._version import __version__
 from cp_manage.artifacts import VersionInfo
 from cp_manage.errors import CPVError, NothingToDoError, StorageError, VersionExistsError
 from cp_manage.manage.calls import enable_verbose
@@ -44,8 +44,10 @@ class VersionTagging:
         raise NotImplementedError
 
     def tag(self, version: str | None = None, *, major: bool = False,
-            message: str | None = None, verbose: bool = False) -> TagResult:
-        """Give HEAD's artifact a version and push the tag with its commit.
+            message: str | None = None, commit: str | None = None,
+            verbose: bool = False) -> TagResult:
+        """Give HEAD's artifact (or that of an earlier upload) a version and push the tag with
+        its commit.
 
         Tagging is idempotent: when HEAD already carries a version (a training script run
         twice), that version is returned and nothing is pushed; a version an interrupted run
@@ -55,6 +57,8 @@ class VersionTagging:
             version: an explicit, unused ``vX.Y`` (or HEAD's own version); None for the next
                 minor (or, with ``major``, the next major) version, or HEAD's version.
             message: the tag's message; without one, the version keeps the upload's message.
+            commit: tag this earlier upload instead of HEAD (a commit hash or any git
+                revision, already on the git remote); storage must still hold its objects.
             verbose: log what happens at INFO level.
 
         Returns:
@@ -70,11 +74,17 @@ class VersionTagging:
         explicit = spec.parse(version) if version is not None else None
         with repo.locked():
             # The commit the user uploaded, even when teammates have pushed since.
-            head = repo.head_or_raise()
+            head = repo.head_or_raise() if commit is None else self._earlier_upload(commit)
             # Checked before anything is pushed: a corrupt pointer must not reach the remote.
             info = self.version_info_for(head)
             repo.git.fetch(f"+refs/heads/{repo.branch()}:refs/remotes/origin/{repo.branch()}")
-            repo.push_head_if_needed()
+            if commit is None:
+                repo.push_head_if_needed()
+            elif not repo.git.is_ancestor(head, f"refs/remotes/origin/{repo.branch()}"):
+                raise NothingToDoError(
+                    f"Commit {head[:10]} is not on origin/{repo.branch()}",
+                    hint="Only an upload that reached the git remote can be tagged with "
+                    "--commit; push it first (or tag HEAD).")
             found: list[TagResult] = []
 
             def propose() -> dict[str, str] | None:
@@ -104,6 +114,24 @@ class VersionTagging:
                 return found[0]
             logger.info("Tagged %s as %s", head[:10], info.tag)
             return TagResult(str(info.tag), created=True)
+
+    def _earlier_upload(self, rev: str) -> str:
+        """The commit ``rev`` names (a hash, short or full, or a git revision such as
+        ``HEAD~2``).
+
+        Raises:
+            CPVError: ``rev`` is no commit of this repository.
+        """
+        if not isinstance(rev, str) or not rev or rev.startswith("-") or any(
+                c.isspace() or not c.isprintable() for c in rev):
+            raise CPVError(f"{str(rev)[:80]!r} is not a commit",
+                           hint=f"Give a commit hash from 'cpv {self.kind} list --all'.")
+        found = self.repo.git.rev_parse(rev)
+        if found is None:
+            raise CPVError(f"No commit {rev!r} in {self.repo.root}",
+                           hint=f"Give a commit hash from 'cpv {self.kind} list --all' (run "
+                           "'git pull' first if a teammate made it).")
+        return found
 
     def _version_on_head(self, head: str, existing: list[VersionInfo],
                          explicit: Version | None) -> TagResult | None:
@@ -161,17 +189,21 @@ class VersionTagging:
         repo, spec = self.repo, self.spec
         handler = handler_for(spec)
         pointer = repo.pointer_at(commit, spec.path)
+        label = "HEAD" if commit == repo.git.head() else f"commit {commit[:10]}"
         if pointer is None:
-            raise NothingToDoError(f"HEAD has no uploaded {self.kind}",
-                                   hint=f"Run 'cpv {self.kind} upload' first.")
+            raise NothingToDoError(f"{label} has no uploaded {self.kind}",
+                                   hint=f"Run 'cpv {self.kind} upload' first." if
+                                   label == "HEAD" else f"Pick an upload from 'cpv {self.kind} "
+                                   "list --all'.")
         missing = repo.missing_in_storage(handler.objects(repo, pointer))
         if missing:
             repo.storage.check_location()  # a missing bucket is the better explanation
             what = pointer.oid if pointer.oid in missing else (
                 f"{len(missing)} file(s) of {pointer.oid}")
-            raise StorageError(f"The {self.kind} of HEAD ({what}) is not in storage",
+            raise StorageError(f"The {self.kind} of {label} ({what}) is not in storage",
                                hint="Run 'cpv doctor --repair' (it uploads what this clone "
-                               "has cached), or upload it again.")
+                               "has cached; a clone that still has it cached can), or upload "
+                               "it again.")
         base = repo.info_from_commit(spec, commit, tag=None)
         assert base is not None
         base.created_at = utc_now()

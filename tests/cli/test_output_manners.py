@@ -297,7 +297,9 @@ def test_json_records_name_each_field_once(repo: ModelRepo, monkeypatch: pytest.
     two_versions(repo)
     listed = json.loads(run_cpv("model", "list", "--json", cwd=repo.root).stdout)
     shown = json.loads(run_cpv("model", "show", "v0.1", "--json", cwd=repo.root).stdout)
-    assert {frozenset(r) for r in [*listed, shown]} == {frozenset(MODEL_RECORD)}
+    # list and show add where the version stands: the stages holding it, and its retirement.
+    assert {frozenset(r) for r in [*listed, shown]} == {frozenset(
+        MODEL_RECORD | {"stages", "retired"})}
     assert shown["team"] == TEAM and shown["model"] == MODEL and shown["size_bytes"] == 4096
     diff = json.loads(run_cpv("model", "diff", "v0.1", "v0.2", "--json", cwd=repo.root).stdout)
     assert set(diff["old"]) == MODEL_RECORD
