@@ -42,6 +42,7 @@ from cp_manage.manage.repository import InitResult, Repository
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (
     Restore,
+    WorkspaceCopies,
     check_workspace,
     handler_for,
     pointer_changes,
@@ -188,25 +189,31 @@ class CheckpointManager(VersionTagging, StageRegistry):
         workspace = repo.root / spec.path
         with repo.locked():
             path = handler.check_source(repo, given or workspace)
-            state = None
+            state = copies = None
             if not same_path(path, workspace):
                 state = check_workspace(repo, spec, force=force, refusal_hint=(
                     f"Upload them first ('cpv {self.kind} upload' without a path), or pass "
                     "--force to replace them (API: force=True)."))
-            pointer = handler.stage(repo, path, progress=progress)
-            missing = repo.missing_in_storage(handler.objects(repo, pointer))
-            uploaded = upload_objects(repo, missing, progress=progress)
-            repo.cache.flush()
-            crash_point("after_blobs")
+                # The workspace gets the new files copied as they are hashed, not afterwards.
+                copies = WorkspaceCopies(workspace)
+            try:
+                pointer = handler.stage(repo, path, progress=progress, copies=copies)
+                missing = repo.missing_in_storage(handler.objects(repo, pointer))
+                uploaded = upload_objects(repo, missing, progress=progress)
+                repo.cache.flush()
+                crash_point("after_blobs")
 
-            what = f"{self.kind} {spec.name} ({pointer.md5[:8]})"
-            text = message or f"Upload {what}"
-            if state is None:
-                commit = repo.commit_and_push(lambda head: pointer_changes(
-                    repo, spec, head, pointer, checked_metrics), text)
-            else:
-                restore = Restore(repo, spec, pointer, checked_metrics, state)
-                commit = restore_and_commit(repo, [restore], text, progress=None)
+                what = f"{self.kind} {spec.name} ({pointer.md5[:8]})"
+                text = message or f"Upload {what}"
+                if state is None:
+                    commit = repo.commit_and_push(lambda head: pointer_changes(
+                        repo, spec, head, pointer, checked_metrics), text)
+                else:
+                    restore = Restore(repo, spec, pointer, checked_metrics, state, copies)
+                    commit = restore_and_commit(repo, [restore], text, progress=None)
+            finally:
+                if copies is not None:
+                    copies.discard()
             changed = commit is not None
             if commit is None:
                 logger.info("The %s and its metrics are unchanged; no new commit", self.kind)

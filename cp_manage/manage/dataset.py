@@ -52,6 +52,7 @@ from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
+    from cp_manage.manage.workspace import WorkspaceCopies
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def count_samples(source: ObjectSource, md5s: dict[str, str]) -> int | None:
     return total
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a folder cpv owns, including read-only entries."""
 
     def make_writable(function: Any, failed: str, _exc: Any) -> None:
@@ -274,7 +275,7 @@ def swap_into_place(built: Path, target: Path) -> None:
     except BaseException:
         os.rename(old, target)
         raise
-    _remove_tree(old)
+    remove_tree(old)
 
 
 def build_next_to(target: Path) -> Path:
@@ -326,8 +327,10 @@ class DirHandler:
             return self._scanned[1]
         return self.scan(source)
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
-        """Hash the folder into the cache; unchanged files (by the stat record) are not read."""
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None) -> Pointer:
+        """Hash the folder into the cache; unchanged files (by the stat record) are not read.
+        Each file copied in is also copied to ``copies``, when given."""
         files = self._files(source)
         md5s: dict[str, str] = {}
         todo: list[tuple[DatasetFile, str | None]] = []
@@ -342,12 +345,16 @@ class DirHandler:
 
         def add(entry: tuple[DatasetFile, str | None]) -> str:
             item, known = entry
-            return repo.cache.add_file(item.path, known_md5=known)
+            return repo.cache.add_file(
+                item.path, known_md5=known,
+                copy_to=copies.path_for(item.relpath) if copies else None)
 
         def added(entry: tuple[DatasetFile, str | None], md5: str) -> None:
             nonlocal done
             item = entry[0]
             md5s[item.relpath] = md5
+            if copies is not None:
+                copies.written(item.relpath, md5)
             repo.state.remember(state_key(repo, item.path), item.stat, md5)
             done += item.stat.size
             if progress:
@@ -438,7 +445,7 @@ class DirHandler:
             fetch_tree(repo, remaining, built, total=pointer.size, progress=advanced)
             swap_into_place(built, target)
         except BaseException:
-            _remove_tree(built)
+            remove_tree(built)
             raise
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cp_manage.backends.cache import LocalCache
     from cp_manage.backends.storage import Storage
     from cp_manage.manage.repository import Repository
+    from cp_manage.manage.workspace import WorkspaceCopies
 
 
 class ObjectSource(Protocol):
@@ -64,8 +65,10 @@ class Handler(Protocol):
             InvalidDatasetError: a folder holding what cannot be versioned.
         """
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
-        """Hash ``source`` into the local cache (reading it, never changing it)."""
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None) -> Pointer:
+        """Hash ``source`` into the local cache (reading it, never changing it); each file
+        copied in is also copied to ``copies``, when given, from the same buffers."""
 
     def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
         """Every storage object ``pointer`` needs."""
@@ -240,6 +243,23 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
                 tmp.unlink()
 
 
+def _link_into_place(existing: Path, target: Path) -> bool:
+    """Link ``existing`` at ``target`` (replacing it); False where links are refused."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.cpv-tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(existing, temporary)
+    except OSError:
+        return False
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    return True
+
+
 def same_path(path: Path, other: Path) -> bool:
     """Whether two absolute paths name the same entry: their folders may be reached through
     symbolic links or ``..``, the entry itself is compared by name (it is never followed)."""
@@ -326,9 +346,10 @@ class FileHandler:
                                         hint="Upload a single checkpoint file.")
         return source
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None) -> Pointer:
         """Copy ``source`` into the cache, hashing the copy (skipped when the stat record
-        knows the file and the cache holds it)."""
+        knows the file and the cache holds it), and into ``copies`` when given."""
         found = FileStat.of(source)
         key = state_key(repo, source)
         known = repo.state.lookup(key, found)
@@ -336,7 +357,11 @@ class FileHandler:
             repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
         if known is None or not repo.cache.has(known):
             progress_phase(progress, "hashing")
-        md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
+        name = os.path.basename(self.path)
+        md5 = repo.cache.add_file(source, known_md5=known, progress=progress,
+                                  copy_to=copies.path_for(name) if copies else None)
+        if copies is not None:
+            copies.written(name, md5)
         repo.state.remember(key, found, md5)
         return Pointer(path=self.path, md5=md5, size=found.size)
 
@@ -358,6 +383,14 @@ class FileHandler:
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None, select: Select | None = None,
                     reuse: Reuse | None = None) -> None:
+        """Write the file at ``target``: a link to the private copy ``reuse`` names for it
+        (the upload's own copy of a file uploaded from elsewhere), else a checked copy from
+        the cache or storage."""
+        existing = reuse(os.path.basename(self.path), pointer.md5) if reuse else None
+        if existing is not None and _link_into_place(existing, target):
+            if progress:
+                progress(pointer.size, pointer.size)
+            return
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
