@@ -21,6 +21,7 @@ from cp_manage.backends.objects import ObjectId, object_key
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
+    PIPELINE_MIN,
     Progress,
     atomic_output,
     atomic_write_bytes,
@@ -38,6 +39,11 @@ BACKGROUND_SYNC = 64 * 1024 * 1024
 """Objects this large reach the disk while they upload rather than before."""
 SMALL_FILE = 1024 * 1024
 """Files up to this size are copied into the cache in one read and one write."""
+LARGE_COPIES = 1
+"""Files above ``fsutil.PIPELINE_MIN`` are copied in this many at a time, however many threads
+ask (a folder of shards). Each holds ``fsutil.DIRECT_DEPTH`` buffers and a core for md5; one
+at a time, the first shard is ready to be sent soonest (``manage.sending``), and the upload
+under way keeps the other core."""
 SYNC_EACH = 16
 """Up to this many small objects, ``flush`` syncs each; more, the whole filesystem at once."""
 
@@ -105,6 +111,7 @@ class LocalCache:
         self._batch: set[str] = set()  # small objects written since the last flush
         self._batch_fd: int | None = None  # opened before the first of them: see flush
         self._lock = threading.Lock()  # datasets add files from many threads
+        self._large_copies = threading.Semaphore(LARGE_COPIES)
 
     def path(self, oid: str) -> Path:
         return self.root / object_key(oid)
@@ -134,7 +141,10 @@ class LocalCache:
             return known_md5
         before = FileStat.of(source)
         with explained(self.root, needed=before.size * (2 if copy_to else 1)):
-            return self._copy_in(source, before, progress, copy_to)
+            if before.size <= PIPELINE_MIN:
+                return self._copy_in(source, before, progress, copy_to)
+            with self._large_copies:  # each holds DIRECT_DEPTH buffers and a core for md5
+                return self._copy_in(source, before, progress, copy_to)
 
     def _copy_in(self, source: Path, before: FileStat, progress: Progress | None,
                  copy_to: Path | None) -> str:

@@ -39,6 +39,7 @@ from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.references import resolve_reference
 from cp_manage.manage.registry import StageRegistry
 from cp_manage.manage.repository import InitResult, Repository
+from cp_manage.manage.sending import EarlyUploads
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (
     Restore,
@@ -196,10 +197,13 @@ class CheckpointManager(VersionTagging, StageRegistry):
                     "--force to replace them (API: force=True)."))
                 # The workspace gets the new files copied as they are hashed, not afterwards.
                 copies = WorkspaceCopies(workspace)
+            early = EarlyUploads(repo)  # a folder's large files go while the rest is hashed
             try:
-                pointer = handler.stage(repo, path, progress=progress, copies=copies)
-                missing = repo.missing_in_storage(handler.objects(repo, pointer))
-                uploaded = upload_objects(repo, missing, progress=progress)
+                pointer = handler.stage(repo, path, progress=progress, copies=copies,
+                                        cached=early.offer)
+                missing = repo.missing_in_storage(
+                    oid for oid in handler.objects(repo, pointer) if oid not in early.offered)
+                uploaded = upload_objects(repo, missing, progress=progress, early=early)
                 repo.cache.flush()
                 crash_point("after_blobs")
 
@@ -212,6 +216,7 @@ class CheckpointManager(VersionTagging, StageRegistry):
                     restore = Restore(repo, spec, pointer, checked_metrics, state, copies)
                     commit = restore_and_commit(repo, [restore], text, progress=None)
             finally:
+                early.close()
                 if copies is not None:
                     copies.discard()
             changed = commit is not None

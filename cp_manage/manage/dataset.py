@@ -28,7 +28,7 @@ import stat
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -328,9 +328,11 @@ class DirHandler:
         return self.scan(source)
 
     def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
-              copies: WorkspaceCopies | None = None) -> Pointer:
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
         """Hash the folder into the cache; unchanged files (by the stat record) are not read.
-        Each file copied in is also copied to ``copies``, when given."""
+        Each file copied in is also copied to ``copies``, when given, and told to ``cached``
+        (with its size) as soon as it is in the cache."""
         files = self._files(source)
         md5s: dict[str, str] = {}
         todo: list[tuple[DatasetFile, str | None]] = []
@@ -355,6 +357,8 @@ class DirHandler:
             md5s[item.relpath] = md5
             if copies is not None:
                 copies.written(item.relpath, md5)
+            if cached is not None:
+                cached(md5, item.stat.size)
             repo.state.remember(state_key(repo, item.path), item.stat, md5)
             done += item.stat.size
             if progress:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from cp_manage.backends.cache import LocalCache
     from cp_manage.backends.storage import Storage
     from cp_manage.manage.repository import Repository
+    from cp_manage.manage.sending import EarlyUploads
     from cp_manage.manage.workspace import WorkspaceCopies
 
 
@@ -66,9 +67,12 @@ class Handler(Protocol):
         """
 
     def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
-              copies: WorkspaceCopies | None = None) -> Pointer:
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
         """Hash ``source`` into the local cache (reading it, never changing it); each file
-        copied in is also copied to ``copies``, when given, from the same buffers."""
+        copied in is also copied to ``copies``, when given, from the same buffers. A folder
+        tells ``cached`` each object (id, size) as it lands in the cache, so storage can start
+        on it while the rest is hashed."""
 
     def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
         """Every storage object ``pointer`` needs."""
@@ -172,34 +176,45 @@ def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
     return [results_by_index[index] for index in range(len(items))]
 
 
-def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None) -> int:
+def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None,
+                   early: EarlyUploads | None = None) -> int:
     """Copy objects from the local cache to storage; returns the bytes sent.
 
-    File objects go first, many at a time; directory listings go last, so a listing in storage
-    always means every file it names is there too (DVC relies on that when it pulls).
+    File objects go first, many at a time, alongside those ``early`` is already sending (which
+    are skipped here); directory listings go last, once ``early`` is done too, so a listing in
+    storage always means every file it names is there too (DVC relies on that when it pulls).
     """
     ordered = sorted(set(oids))
-    files = [oid for oid in ordered if not ObjectId(oid).is_listing]
+    offered = dict(early.offered) if early is not None else {}
+    files = [oid for oid in ordered if not ObjectId(oid).is_listing and oid not in offered]
     listings = [oid for oid in ordered if ObjectId(oid).is_listing]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
-    if files:
+    sent = 0
+    if files or offered:
         progress_phase(progress, "sending")
-    if len(files) == 1:
+    if len(files) == 1 and not offered:
         repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
-    elif files:
-        total, done = sum(sizes[oid] for oid in files), 0
+    elif files or offered:
+        total, done = sum(sizes[oid] for oid in files) + sum(offered.values()), 0
+        lock = threading.Lock()  # early uploads report from their own threads
 
-        def sent(oid: str, _result: None) -> None:
+        def report(early_sent: int) -> None:
+            if progress:
+                with lock:
+                    progress(done + early_sent, total)
+
+        def stored(oid: str, _result: None) -> None:
             nonlocal done
             done += sizes[oid]
-            if progress:
-                progress(done, total)
+            report(early.sent() if early is not None else 0)
 
         run_parallel(lambda oid: repo.storage.upload(oid, repo.cache.path(oid)), files,
-                     on_done=sent)
+                     on_done=stored)
+        if early is not None:
+            sent += early.wait(report)
     for oid in listings:
         repo.storage.upload(oid, repo.cache.path(oid))
-    return sum(sizes.values())
+    return sent + sum(sizes.values())
 
 
 def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
@@ -347,9 +362,13 @@ class FileHandler:
         return source
 
     def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
-              copies: WorkspaceCopies | None = None) -> Pointer:
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
         """Copy ``source`` into the cache, hashing the copy (skipped when the stat record
-        knows the file and the cache holds it), and into ``copies`` when given."""
+        knows the file and the cache holds it), and into ``copies`` when given.
+
+        ``cached`` is not told: a single file has nothing to overlap its sending with, and is
+        sent by ``upload_objects`` in the calling thread, where Ctrl-C aborts it at once."""
         found = FileStat.of(source)
         key = state_key(repo, source)
         known = repo.state.lookup(key, found)

@@ -1,17 +1,23 @@
 """How an upload moves its bytes: each new file from elsewhere is read and hashed once (the
-workspace's copy is written from the same buffers as the cache's)."""
+workspace's copy is written from the same buffers as the cache's), and a folder's large files
+go to storage while the rest of it is still being hashed, its listing last."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from artifact_helpers import SHARDS, file_bytes, init_folder_repo, write_hf_folder
-from helpers import ModelRepo
+from data_helpers import storage_oids
+from helpers import ModelRepo, files_under, md5_of
 
 from cp_manage.backends.cache import LocalCache
+from cp_manage.backends.storage import LocalStorage
+from cp_manage.errors import StorageError
+from cp_manage.manage import sending
 
 
 @pytest.fixture
@@ -83,3 +89,64 @@ def test_a_file_from_elsewhere_is_read_and_hashed_once(
     assert workspace.read_bytes() == source.read_bytes()
     assert_private(workspace)
     assert leftovers(repo.root) == []
+
+
+def test_large_files_are_sent_while_the_rest_is_hashed(
+        folder_repo: ModelRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sending, "EARLY_UPLOAD", 32 * 1024)  # the shards are 64 KiB
+    source = write_hf_folder(tmp_path / "scratch" / "best")
+    sent: list[str] = []
+    sending_began = threading.Event()
+    real_upload = LocalStorage.upload
+
+    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> None:
+        sent.append(oid)
+        sending_began.set()
+        real_upload(self, oid, path, **kwargs)
+
+    # The last shard's hashing waits until storage has begun on an earlier one: it never
+    # would if nothing went to storage before every file was hashed.
+    waited: list[bool] = []
+    real_add = LocalCache.add_file
+
+    def add_file(self: LocalCache, path: Path, **kwargs: Any) -> str:
+        if path.name == SHARDS[-1]:
+            waited.append(sending_began.wait(timeout=30))
+        return real_add(self, path, **kwargs)
+
+    monkeypatch.setattr(LocalStorage, "upload", upload)
+    monkeypatch.setattr(LocalCache, "add_file", add_file)
+    result = folder_repo.manager.upload(source)
+
+    assert waited == [True], "no file went to storage while the folder was being hashed"
+    stored = storage_oids(folder_repo)
+    assert sorted(sent) == sorted(stored) and len(sent) == len(stored) == 11
+    assert sent[-1] == f"{result.md5}.dir", "the listing went before a file it names"
+    assert result.uploaded_bytes == sum(
+        folder_repo.cache.joinpath("files", "md5", o[:2], o[2:]).stat().st_size for o in stored)
+
+
+def test_a_failed_early_upload_fails_the_upload_and_changes_nothing(
+        folder_repo: ModelRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sending, "EARLY_UPLOAD", 32 * 1024)
+    source = write_hf_folder(tmp_path / "scratch" / "best")
+    victim = md5_of(source / SHARDS[1])
+    real_upload = LocalStorage.upload
+
+    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> None:
+        if oid == victim:  # the disk's failure only
+            raise StorageError(f"Cannot write {oid} to storage {self.root}: I/O error")
+        real_upload(self, oid, path, **kwargs)
+
+    monkeypatch.setattr(LocalStorage, "upload", upload)
+    before = folder_repo.snapshot()
+    workspace = files_under(folder_repo.root / "checkpoint")
+    with pytest.raises(StorageError, match=victim):
+        folder_repo.manager.upload(source)
+
+    after = folder_repo.snapshot()
+    assert {k: v for k, v in after.items() if k != "storage"} == {
+        k: v for k, v in before.items() if k != "storage"}
+    assert files_under(folder_repo.root / "checkpoint") == workspace
+    assert leftovers(folder_repo.root) == []
+    assert not any(oid.endswith(".dir") for oid in storage_oids(folder_repo))
