@@ -14,12 +14,14 @@ boto3 and plain DVC), ``list`` (listing many versions, ``cpv --help``), ``data``
 files: first upload against ``dvc add`` + ``dvc push -j 16``, a fresh download against a fresh
 ``git clone`` + ``dvc pull -j 16``, a re-upload after 1 % changed), ``folder`` (a checkpoint
 folder of 4 shards and 5 JSON files against md5 + a parallel boto3 transfer; only where cpv has
-folder artifacts, ``cpv init --artifact``), ``report`` (``cpv model report`` of 300 versions,
-tagged straight into git with cpv's metadata) and ``handoff`` (``submit`` of the --size-mib
-checkpoint to background uploads against a synchronous upload + tag of it, issue 15).
+folder artifacts, ``cpv init --artifact``), ``resume`` (an upload and a download of
+--size-mib killed half-way and run again, each against an uninterrupted one: time and bytes,
+issue 13), ``report`` (``cpv model report`` of 300 versions, tagged straight into git with
+cpv's metadata) and ``handoff`` (``submit`` of the --size-mib checkpoint to background uploads
+against a synchronous upload + tag of it, issue 15).
 
 Prints the median of each step, peak memory of cpv's transfers, the ratios and whether each
-target of issues 5, 12 and 15 holds; exits 1 when one does not.
+target of issues 5, 12, 13 and 15 holds; exits 1 when one does not.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from servers import SeaweedS3  # noqa: E402
 BIN = Path(sys.executable).parent
 CPV = [sys.executable, "-m", "cp_manage.cli.app"]
 BUCKET = "bench"
-SECTIONS = ("model", "list", "data", "folder", "report", "handoff")
+SECTIONS = ("model", "list", "data", "folder", "resume", "report", "handoff")
 PULL_JOBS = "16"
 """``dvc push -j`` / ``dvc pull -j`` of the plain DVC workflow the dataset is compared to."""
 FOLDER_SHARDS = 4
@@ -597,6 +599,131 @@ def bench_handoff(bench: Bench) -> list[Check]:
     return [("handoff: submit <= 0.4 x synchronous upload + tag", ratio, 0.4)]
 
 
+def bench_resume(bench: Bench) -> list[Check]:
+    """A --size-mib upload, and a download, killed (SIGKILL) at about half-way and run again,
+    each paired with an uninterrupted one in the same conditions: the rerun must send (receive)
+    only what storage (the partial download) did not hold, and take a fraction of the time."""
+    args, work, env, results = bench.args, bench.work, bench.env, bench.results
+    size = args.size_mib * 1024 * 1024
+    repo = work / "resume-repo"
+    run([*CPV, "init", "--team", "bench", "--model", "resume", "--path", str(repo)],
+        cwd=work, env=env)
+    write_random(repo / "model.bin", size)
+    prefix = "bench/resume/files/md5"
+    client = bench.client
+
+    uploads: list[dict[str, Any]] = []
+
+    def stored_parts(*, again: bool = False) -> int:
+        """Bytes in the unfinished upload's parts (one request a poll once it is known)."""
+        if again or not uploads:
+            uploads[:] = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get(
+                "Uploads", [])
+        return sum(part["Size"] for upload in uploads for part in client.list_parts(
+            Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", []))
+
+    def kill_when(args_: list[str], cwd: Path, ready: Callable[[], bool]) -> None:
+        process = subprocess.Popen(args_, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        while not ready():
+            if process.poll() is not None:
+                raise SystemExit(f"{' '.join(args_)} ended before it was half-way")
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+
+    def already(stderr: str, what: str) -> int:
+        """The bytes cpv's log says were already there (its --verbose line)."""
+        for line in stderr.splitlines():
+            if f"bytes already {what}" in line:
+                return int(line.rsplit(": ", 1)[1].split()[0])
+        raise SystemExit(f"the rerun did not resume:\n{stderr}")
+
+    upload: dict[str, list[float]] = {"full": [], "rerun": [], "missing": [], "sent": []}
+
+    def upload_pair(i: int) -> None:
+        touch_head(repo / "model.bin", 2 * i)
+        settle(bench.s3)
+        upload["full"].append(timed(lambda: run([*CPV, "model", "upload"], cwd=repo, env=env)))
+        touch_head(repo / "model.bin", 2 * i + 1)
+        settle(bench.s3)
+        uploads.clear()
+        kill_when([*CPV, "model", "upload"], repo, lambda: stored_parts() >= size // 2)
+        time.sleep(1)  # parts whose bytes had all arrived are stored by now
+        held = stored_parts(again=True)
+        settle(bench.s3)
+        began = time.perf_counter()
+        rerun = run([*CPV, "model", "upload", "-v"], cwd=repo, env=env)
+        upload["rerun"].append(time.perf_counter() - began)
+        upload["missing"].append(size - held)
+        upload["sent"].append(size - already(rerun.stderr, "in storage"))
+        if stored_parts(again=True):
+            raise SystemExit("a multipart upload is left after the rerun")
+
+    for i in range(args.runs):
+        upload_pair(i)
+    run([*CPV, "model", "tag"], cwd=repo, env=env)
+    version = json.loads(run([*CPV, "model", "list", "--json"], cwd=repo,
+                             env=env).stdout)[-1]["version"]
+    md5 = md5_file(repo / "model.bin")
+
+    download: dict[str, list[float]] = {"full": [], "rerun": [], "missing": [], "received": []}
+
+    def covered(clone: Path) -> int:
+        state = clone / ".dvc" / "cache" / "cpv-partial" / f"{md5}.cpv-state"
+        try:
+            return int(json.loads(state.read_text())["covered"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def download_pair(i: int) -> None:
+        for kind in ("full", "killed"):
+            clone, out = work / f"resume-clone-{i}-{kind}", work / f"resume-out-{i}-{kind}"
+            run(["git", "clone", "-q", cpv_remote(bench, "resume"), str(clone)], cwd=work,
+                env=env)
+            command = [*CPV, "model", "download", version, "-o", str(out), "-v"]
+            if kind == "killed":
+                kill_when(command, clone, lambda c=clone: covered(c) >= size // 2)
+                held = covered(clone)
+            settle(bench.s3)
+            began = time.perf_counter()
+            result = run(command, cwd=clone, env=env)
+            download["full" if kind == "full" else "rerun"].append(time.perf_counter() - began)
+            if md5_file(out / "model.bin") != md5:
+                raise SystemExit("the downloaded file is wrong")
+            if kind == "killed":
+                download["missing"].append(size - held)
+                download["received"].append(size - already(result.stderr, "received"))
+            shutil.rmtree(clone, ignore_errors=True)
+            shutil.rmtree(out, ignore_errors=True)
+
+    for i in range(args.runs):
+        download_pair(i)
+
+    mib = 1024 * 1024
+    for name, runs in (("upload", upload), ("download", download)):
+        results[f"resume_full_{name}"] = statistics.median(runs["full"])
+        results[f"resume_rerun_{name}"] = statistics.median(runs["rerun"])
+    results["resume_upload_missing_mib"] = statistics.median(upload["missing"]) / mib
+    results["resume_upload_sent_mib"] = statistics.median(upload["sent"]) / mib
+    results["resume_download_missing_mib"] = statistics.median(download["missing"]) / mib
+    results["resume_download_got_mib"] = statistics.median(download["received"]) / mib
+    upload_ratio = bench.ratio("resumed upload / full upload            ",
+                               results["resume_rerun_upload"] / results["resume_full_upload"])
+    download_ratio = bench.ratio("resumed download / full download        ",
+                                 results["resume_rerun_download"]
+                                 / results["resume_full_download"])
+    extra_sent = max(s - m for s, m in zip(upload["sent"], upload["missing"], strict=True)) / mib
+    extra_got = max(r - m for r, m in zip(download["received"], download["missing"],
+                                          strict=True)) / mib
+    return [
+        ("resumed upload <= 0.65 x full upload", upload_ratio, 0.65),
+        ("resumed download <= 0.8 x full download", download_ratio, 0.8),
+        ("resumed upload sends <= what storage lacked + one part (16 MiB)", extra_sent, 16),
+        ("resumed download gets <= what the partial lacked + one part (8 MiB)", extra_got, 8),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -642,8 +769,8 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         bench = Bench(args, work, s3, env, s3.client(read_timeout=600))
         sections_run = {"model": bench_model, "list": bench_list, "data": bench_data,
-                        "folder": bench_folder, "report": bench_report,
-                        "handoff": bench_handoff}
+                        "folder": bench_folder, "resume": bench_resume,
+                        "report": bench_report, "handoff": bench_handoff}
         for name in sections:
             checks += sections_run[name](bench)
 

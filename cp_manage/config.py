@@ -35,6 +35,8 @@ KEYS: dict[str, str | None] = {
     "ssh_host": None,
     "git_url_template": "CPV_GIT_URL_TEMPLATE",
     "storage_url_template": "CPV_STORAGE_URL_TEMPLATE",
+    "s3_timeout": "CPV_S3_TIMEOUT",
+    "git_timeout": "CPV_GIT_TIMEOUT",
     "last_updated": None,
 }
 
@@ -42,6 +44,11 @@ KEYS: dict[str, str | None] = {
 SETTABLE = tuple(key for key in KEYS if key != "last_updated")
 
 DEFAULT_S3_TEMPLATE = "s3://{bucket}/{team}/{model}"
+DEFAULT_TIMEOUT = 30.0
+"""Seconds cpv waits for a remote that does not answer (the S3 endpoint, the git host) before
+it gives up on it: ``s3_timeout`` / ``CPV_S3_TIMEOUT`` and ``git_timeout`` /
+``CPV_GIT_TIMEOUT``. With it every command ends within about twice that (a minute) when a
+remote stops answering."""
 
 Source = Literal["argument", "env", "config file", "default"]
 
@@ -176,6 +183,8 @@ class CPVConfig:
             return str(Path.home() / ".aws" / "credentials"), None
         if key == "aws_profile":
             return "default", None
+        if key.endswith("_timeout"):
+            return f"{DEFAULT_TIMEOUT:g}", None
         return None, None
 
     # -- writing -------------------------------------------------------------------------------
@@ -196,6 +205,8 @@ class CPVConfig:
                 raise ConfigError(f"{key} must be a string")
             if key.endswith("_template"):
                 check_template(key, value)
+            if key.endswith("_timeout"):
+                parse_timeout(key, value, origin=key)
             data[key] = value
         data["last_updated"] = datetime.now(timezone.utc).isoformat()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -278,6 +289,38 @@ class CPVConfig:
             raise ConfigError("storage_url_template needs a bucket but none is configured",
                               hint="Run 'cpv config aws --bucket NAME ...'.")
         return template.format(bucket=bucket or "", team=team, model=model)
+
+
+def timeout_setting(settings: Mapping[str, Any], key: str) -> float:
+    """The timeout ``key`` (``s3_timeout``, ``git_timeout``) in seconds, from ``settings`` (what
+    ``get_config()`` returns, environment folded in), else ``DEFAULT_TIMEOUT``.
+
+    Raises:
+        ConfigError: the value is not a number of seconds above 0.
+    """
+    value = settings.get(key)
+    if value is None or value == "":
+        return DEFAULT_TIMEOUT
+    env = KEYS.get(key)
+    origin = env if env and os.environ.get(env) else f"{key} in config.json"
+    return parse_timeout(key, value, origin=origin)
+
+
+def parse_timeout(key: str, value: Any, *, origin: str) -> float:
+    """``value`` as seconds above 0 (at most a day).
+
+    Raises:
+        ConfigError: naming ``origin`` (where the value came from).
+    """
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:
+        raise ConfigError(f"{origin} must be a number of seconds above 0, not {value!r}",
+                          hint=f"Give {key} in seconds, for example {DEFAULT_TIMEOUT:g} (the "
+                          "default).")
+    return seconds
 
 
 def check_key(key: str) -> None:

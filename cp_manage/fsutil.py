@@ -37,7 +37,9 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, er
 Progress = Callable[[int, int], None]
 """A progress callback: ``progress(bytes_done, bytes_total)``. An upload has two phases,
 ``"hashing"`` then ``"sending"``; each counts from 0 again, and a callback that also has a
-``phase(name)`` method is told when each begins (see ``progress_phase``)."""
+``phase(name)`` method is told when each begins (see ``progress_phase``), one with a
+``resumed(done, total)`` method when a transfer continues an interrupted one (see
+``progress_resumed``)."""
 
 
 def progress_phase(progress: Progress | None, name: str) -> None:
@@ -45,6 +47,14 @@ def progress_phase(progress: Progress | None, name: str) -> None:
     phase = getattr(progress, "phase", None)
     if callable(phase):
         phase(name)
+
+
+def progress_resumed(progress: Progress | None, done: int, total: int) -> None:
+    """Tell ``progress`` that a transfer resumes with ``done`` of its ``total`` bytes already
+    where they go (parts in storage, a partial download), when it has a ``resumed`` method."""
+    resumed = getattr(progress, "resumed", None)
+    if callable(resumed):
+        resumed(done, total)
 
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT}

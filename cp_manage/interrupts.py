@@ -11,7 +11,9 @@ bookkeeping right after it. The library wraps them in ``critical()``: a signal a
 is remembered, the step finishes (git runs in a session of its own, so the terminal's Ctrl-C
 does not reach it, and every push has a timeout), and the interruption is raised when the
 section ends. ``record_kept`` notes what reached the remote, and every interruption raised
-afterwards carries that list, so the CLI can say exactly what was kept.
+afterwards carries that list, so the CLI can say exactly what was kept. ``record_resumable``
+notes what a transfer has put where a rerun finds it (files already in storage), which the
+interruption names too, as it stands once the transfer has stopped.
 
 The library never installs handlers itself (a program embedding it owns its signals): without
 ``install()`` a critical section changes nothing and SIGINT raises Python's own
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -33,14 +35,26 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+Resumable = Callable[[], str | None]
+"""Says what a rerun will not have to do again ("3 of 4 files … are in storage"), or None."""
+
+
 class Interruption(BaseException):
     """A signal stopped cpv. ``kept`` names what had already reached the git remote (empty:
-    nothing had). ``exit_code`` is the shell's convention, 128 + the signal's number."""
+    nothing had); ``resumable`` says what a rerun will not redo. ``exit_code`` is the
+    shell's convention, 128 + the signal's number."""
 
-    def __init__(self, signum: int, kept: tuple[str, ...] = ()) -> None:
+    def __init__(self, signum: int, kept: tuple[str, ...] = (),
+                 resumable: Resumable | None = None) -> None:
         super().__init__(signum, kept)
         self.signum = signum
         self.kept = kept
+        self._resumable = resumable
+
+    @property
+    def resumable(self) -> str | None:
+        """What a rerun will not redo, as it stands now (read once the transfer stopped)."""
+        return self._resumable() if self._resumable is not None else None
 
     @property
     def exit_code(self) -> int:
@@ -51,12 +65,16 @@ class Interruption(BaseException):
         return signal.Signals(self.signum).name
 
     def __str__(self) -> str:
+        resumable = self.resumable
         if not self.kept:
             return (f"Interrupted by {self.signal_name}; nothing was changed (no commit or tag "
-                    "reached the git remote). Run the same command again to do it.")
+                    "reached the git remote)" + (
+                        f"; {resumable}. Run the same command again to resume (what storage "
+                        "holds is not sent again)." if resumable
+                        else ". Run the same command again to do it."))
         return (f"Interrupted by {self.signal_name} after the git remote received "
-                f"{_join(self.kept)}, which is kept. Run the same command again to finish "
-                "anything left.")
+                f"{_join(self.kept)}, which is kept" + (f"; {resumable}" if resumable else "")
+                + ". Run the same command again to finish anything left.")
 
 
 class Interrupted(Interruption, KeyboardInterrupt):
@@ -70,7 +88,7 @@ class Terminated(Interruption):
 def interruption(signum: int) -> Interruption:
     """The exception for ``signum``, carrying what has been kept so far."""
     kind = Interrupted if signum == signal.SIGINT else Terminated
-    return kind(signum, tuple(_state.kept))
+    return kind(signum, tuple(_state.kept), _state.resumable)
 
 
 class _State:
@@ -80,6 +98,7 @@ class _State:
     pending: int | None = None  # a signal that arrived inside a critical section
     stopping = False  # an interruption was raised: ignore further signals
     kept: list[str]
+    resumable: Resumable | None = None
     previous: dict[int, Any]
 
     def __init__(self) -> None:
@@ -141,6 +160,7 @@ def uninstall() -> None:
     _state.pending = None
     _state.stopping = False
     _state.kept.clear()
+    _state.resumable = None
 
 
 def pending() -> int | None:
@@ -152,6 +172,13 @@ def record_kept(what: str) -> None:
     """Note that ``what`` (e.g. "tag v0.3") reached the git remote; later interruptions say so."""
     if _state.installed:
         _state.kept.append(what)
+
+
+def record_resumable(describe: Resumable | None) -> None:
+    """Let an interruption say what a rerun will not redo: ``describe()`` is asked when the
+    interruption is reported, after the transfer has stopped (None forgets it)."""
+    if _state.installed:
+        _state.resumable = describe
 
 
 @contextmanager

@@ -16,11 +16,14 @@ class Finding:
     status: Status
     detail: str
     fix: str | None = None
+    items: list[dict[str, Any]] | None = None
+    """What the check found, one record each (e.g. the partial transfers ``doctor`` lists)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["fix"] is None:
-            del data["fix"]
+        for optional in ("fix", "items"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 

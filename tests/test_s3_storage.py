@@ -277,24 +277,51 @@ def test_a_file_beyond_the_part_limit_goes_up_in_larger_parts(
     assert storage.download(md5, tmp_path / "back") == md5
 
 
-def test_a_refused_part_aborts_the_whole_upload(
+def test_a_refused_part_fails_the_upload_and_the_rerun_sends_only_that_part(
         storage: S3Storage, bucket: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server finds one part's bytes do not match their CRC32: no object, no parts left."""
+    """The server finds one part's bytes do not match their CRC32: no object. The parts it
+    stored stay, checked and reused by the next upload, which sends only the refused one and
+    leaves no unfinished upload behind."""
     monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
     monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    sent: list[int] = []
+    corrupt = True
 
-    def corrupt_part_three(request: object, **_: object) -> None:
-        if "partNumber=3" in request.url:  # type: ignore[attr-defined]
-            request.body = bytes(len(request.body))  # type: ignore[attr-defined]
+    def corrupt_part_three(request: Any, **_: object) -> None:
+        sent.append(int(request.url.split("partNumber=")[1].split("&")[0]))
+        if corrupt and "partNumber=3" in request.url:
+            request.body = bytes(len(request.body))
 
     storage.client.meta.events.register("before-send.s3.UploadPart", corrupt_part_three)
     md5 = write_random(tmp_path / "model.bin", 4 * 5 * MiB)
     with pytest.raises(StorageError, match="Cannot upload object"):
         storage.upload(md5, tmp_path / "model.bin")
     assert storage.missing([md5]) == {md5}
-    pending = storage.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert [u for u in pending if md5[2:] in u["Key"]] == []
+    pending = [u for u in storage.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+               if md5[2:] in u["Key"]]
+    assert len(pending) == 1
+    stored = storage.client.list_parts(Bucket=bucket, Key=pending[0]["Key"],
+                                       UploadId=pending[0]["UploadId"])["Parts"]
+    assert 3 not in {part["PartNumber"] for part in stored}
+
+    corrupt, sent[:] = False, []
+    resumed: list[tuple[int, int]] = []
+
+    class Progress:
+        def __call__(self, done: int, total: int) -> None:
+            pass
+
+        def resumed(self, done: int, total: int) -> None:
+            resumed.append((done, total))
+
+    kept = storage.upload(md5, tmp_path / "model.bin", progress=Progress())
+    assert sorted(sent) == sorted({1, 2, 3, 4} - {p["PartNumber"] for p in stored})
+    assert kept == resumed[0][0] == sum(part["Size"] for part in stored)
+    assert resumed == [(kept, 20 * MiB)]
+    assert storage.download(md5, tmp_path / "back") == md5
+    assert [u for u in storage.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            if md5[2:] in u["Key"]] == []
 
 
 def test_object_lands_in_dvc_layout(storage: S3Storage, s3: SeaweedS3, bucket: str,

@@ -13,11 +13,21 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from cp_manage.backends.objects import ObjectId, object_key
+from cp_manage.backends.partial import (
+    PARTIAL_FOLDER,
+    PARTIAL_SUFFIX,
+    STATE_SUFFIX,
+    Leftover,
+    file_leftovers,
+    partial_files,
+    partial_of_state,
+)
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
@@ -118,6 +128,23 @@ class LocalCache:
 
     def has(self, oid: str) -> bool:
         return self.path(oid).is_file()
+
+    def partial_path(self, oid: str) -> Path:
+        """Where a download of object ``oid`` keeps its bytes until they are all there and
+        checked (``cpv-partial/{oid}.cpv-partial``): private to cpv, never beside the file a
+        user asked for, and found again by the next run (the folder is made here)."""
+        folder = self.root / PARTIAL_FOLDER
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{oid}{PARTIAL_SUFFIX}"
+
+    def leftovers(self) -> list[Leftover]:
+        """Partial downloads kept here by interrupted runs (and state files that lost their
+        partial file)."""
+        folder = self.root / PARTIAL_FOLDER
+        found = file_leftovers(partial_files(folder))
+        orphans = [path for path in partial_files(folder, f"*{STATE_SUFFIX}")
+                   if not partial_of_state(path).exists()]
+        return found + file_leftovers(iter(orphans))
 
     def add_file(self, source: Path, *, known_md5: str | None = None,
                  progress: Progress | None = None, copy_to: Path | None = None) -> str:
@@ -357,6 +384,18 @@ class LocalCache:
         os.unlink(target)
         self.discard(oid)
         return False
+
+    def iter_oids(self) -> Iterator[str]:
+        """Every object id cached (not the temporary files of a copy in progress)."""
+        base = self.root / "files" / "md5"
+        if not base.is_dir():
+            return
+        for prefix in sorted(base.iterdir()):
+            if len(prefix.name) != 2 or not prefix.is_dir():
+                continue
+            for entry in sorted(prefix.iterdir()):
+                if not entry.name.startswith(".") and not entry.name.endswith(".cpv-tmp"):
+                    yield prefix.name + entry.name
 
     def verify(self, oid: str) -> bool:
         return self.has(oid) and md5_file(self.path(oid)) == ObjectId(oid).md5

@@ -8,14 +8,19 @@ carrying the command and git's stderr.
 
 from __future__ import annotations
 
+import configparser
 import logging
+import math
 import os
 import re
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cp_manage.errors import GitError, PushRejectedError, RemoteError
+from cp_manage.config import CPVConfig, timeout_setting
+from cp_manage.errors import ConfigError, GitError, PushRejectedError, RemoteError
+from cp_manage.git_urls import parse_git_url
 from cp_manage.interrupts import critical, record_kept
 
 logger = logging.getLogger(__name__)
@@ -26,6 +31,10 @@ PUSH_TIMEOUT = 120
 Ctrl-C waits for a push to finish, so a git host that stopped answering must not hold it long."""
 STOP_GRACE = 5
 _REMOTE_COMMANDS = {"push", "fetch", "clone", "ls-remote", "pull"}
+_DOING = {"push": "pushing to", "fetch": "fetching from", "clone": "cloning",
+          "ls-remote": "reading the refs of", "pull": "pulling from"}
+# What ssh and curl say when the other side went silent.
+_STALLED = ("timed out", "timeout, server", "not responding", "operation too slow")
 # Never ask a question on a terminal: the library does not prompt.
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GIT_ASKPASS": "true"}
 _HELD_BACK = {"atomic push failed", "atomic push failure", "atomic transaction failed"}
@@ -47,8 +56,17 @@ class TagRecord:
 def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = None,
             env: dict[str, str] | None = None, timeout: float = TIMEOUT,
             check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git *args`` in ``cwd``; raise GitError (RemoteError for network verbs) on failure."""
+    """Run ``git *args`` in ``cwd``; raise GitError (RemoteError for network verbs) on failure.
+
+    A command that talks to the git host is bounded (``remote_timeout``): ssh and curl give
+    up on a host that stops answering, and git itself is stopped after twice that.
+    """
     command = ["git", "-c", "core.quotepath=false", *args]
+    bound: float | None = None
+    if args[0] in _REMOTE_COMMANDS:
+        bound = remote_timeout()
+        env = {**stall_env(cwd, bound, ssh=not _local_remote(args, cwd)), **(env or {})}
+        timeout = min(timeout, 2 * bound)
     try:
         process = subprocess.Popen(
             command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -66,10 +84,12 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
             out, err = process.communicate(input_bytes, timeout=timeout)
         except subprocess.TimeoutExpired as e:
             _stop(process)
-            error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
-            raise error_type(f"git {args[0]} timed out after {timeout:.0f} s", command=command,
-                             hint="Check the network and the git host, then run the command "
-                             "again.") from e
+            if bound is not None:
+                raise _stalled(args, cwd, command, f"did not finish {_doing(args, cwd)} within "
+                               f"{timeout:g} s", "") from e
+            raise GitError(f"git {args[0]} timed out after {timeout:.0f} s", command=command,
+                           hint="Check the network and the git host, then run the command "
+                           "again.") from e
         except BaseException:  # interrupted: stop git the way that lets it remove its locks
             _stop(process)
             raise
@@ -78,10 +98,111 @@ def run_git(args: list[str], *, cwd: Path | None, input_bytes: bytes | None = No
         # push --porcelain reports each ref's fate ("[rejected] (fetch first)") on stdout.
         stderr = result.stderr.decode("utf-8", "replace") + (
             result.stdout.decode("utf-8", "replace") if args[0] == "push" else "")
+        if bound is not None and any(sign in stderr.lower() for sign in _STALLED):
+            raise _stalled(args, cwd, command, f"did not answer for {bound:g} s while "
+                           f"{_doing(args, cwd)}", stderr)
         error_type = RemoteError if args[0] in _REMOTE_COMMANDS else GitError
         raise error_type(f"git {args[0]} failed", command=command, stderr=stderr,
                          hint=_hint_for(stderr))
     return result
+
+
+def remote_timeout() -> float:
+    """Seconds cpv waits for a git host that does not answer: ``CPV_GIT_TIMEOUT``, else
+    ``git_timeout`` in config.json, else ``DEFAULT_TIMEOUT``.
+
+    Raises:
+        ConfigError: the value is not a number of seconds above 0.
+    """
+    try:
+        settings = CPVConfig().get_config()
+    except ConfigError:  # config.json unreadable: it is reported where it matters
+        settings = {"git_timeout": os.environ.get("CPV_GIT_TIMEOUT")}
+    return timeout_setting(settings, "git_timeout")
+
+
+def stall_env(cwd: Path | None, bound: float, *, ssh: bool = True) -> dict[str, str]:
+    """Environment that makes ssh and curl give up on a git host silent for ``bound`` s
+    (``ssh`` False: the remote is on this machine, ssh is not involved).
+
+    Over http(s), curl aborts a transfer slower than 1 byte/s for that long. Over ssh, the
+    user's own ssh command (``GIT_SSH_COMMAND``, else ``core.sshCommand``, else ssh) gets a
+    connection and handshake timeout and keep-alives that give up after that long; options
+    the command already sets win (ssh takes the first value it is given). A command that is
+    not OpenSSH, or a ``GIT_SSH`` program, is left as it is: git's own timeout bounds it.
+    """
+    seconds = str(math.ceil(bound))
+    env = {name: os.environ.get(name, value) for name, value in (
+        ("GIT_HTTP_LOW_SPEED_LIMIT", "1"), ("GIT_HTTP_LOW_SPEED_TIME", seconds))}
+    if not ssh:
+        return env
+    command = os.environ.get("GIT_SSH_COMMAND") or (
+        None if os.environ.get("GIT_SSH") else _configured_ssh_command(cwd) or "ssh")
+    try:
+        program = shlex.split(command)[0] if command else ""
+    except ValueError:
+        program = ""
+    if command and os.path.basename(program) in ("ssh", "ssh.exe"):
+        interval = max(1, math.ceil(bound / 3))
+        env["GIT_SSH_COMMAND"] = (f"{command} -o ConnectTimeout={seconds} -o "
+                                  f"ServerAliveInterval={interval} -o ServerAliveCountMax=3")
+    return env
+
+
+def _remote_operand(args: list[str]) -> str:
+    """The remote a remote command names: its first argument that is no option (a URL or a
+    remote's name), else ``origin``."""
+    operands = [arg for arg in args[1:] if not arg.startswith("-")]
+    return operands[0] if operands else "origin"
+
+
+def _local_remote(args: list[str], cwd: Path | None) -> bool:
+    """Whether a remote command certainly talks to a repository on this machine (the embedded
+    default remote): then no ssh settings are looked up. Read from the URL given, or from the
+    clone's own ``.git/config``; when unsure, False."""
+    remote = _remote_operand(args)
+    if cwd is not None and "/" not in remote and ":" not in remote:
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(cwd / ".git" / "config", encoding="utf-8")
+            remote = parser.get(f'remote "{remote}"', "url")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            return False
+    return parse_git_url(remote.strip()).kind == "local"
+
+
+def _configured_ssh_command(cwd: Path | None) -> str | None:
+    result = subprocess.run(["git", "config", "--get", "core.sshCommand"], cwd=cwd,
+                            capture_output=True, text=True, timeout=30, check=False,
+                            env={**os.environ, **_ENV})
+    return result.stdout.strip() or None
+
+
+def _doing(args: list[str], cwd: Path | None) -> str:
+    """What a remote command was doing, naming the remote's URL: "pushing to ssh://…"."""
+    return f"{_DOING.get(args[0], args[0])} {_remote_url(args, cwd)}"
+
+
+def _remote_url(args: list[str], cwd: Path | None) -> str:
+    """The URL a remote command talks to (a remote's name resolved to its URL)."""
+    remote = _remote_operand(args)
+    if cwd is not None and "/" not in remote and ":" not in remote:
+        result = subprocess.run(["git", "remote", "get-url", remote], cwd=cwd,
+                                capture_output=True, text=True, timeout=30, check=False)
+        remote = result.stdout.strip() or remote
+    return remote
+
+
+def _stalled(args: list[str], cwd: Path | None, command: list[str], what: str,
+             stderr: str) -> RemoteError:
+    """The error for a git host that stopped answering: "The git host H did not answer …"."""
+    parsed = parse_git_url(_remote_url(args, cwd))
+    host = f"{parsed.host}:{parsed.port}" if parsed.host and parsed.port else parsed.host
+    who = f"The git host {host}" if host else "The git remote"
+    return RemoteError(f"{who} {what}", command=command, stderr=stderr,
+                       detail="", hint="Check that the git host is up and reachable, then run "
+                       "the same command again. CPV_GIT_TIMEOUT (or 'cpv config set "
+                       "git_timeout SECONDS') sets how long cpv waits for an answer.")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -10,6 +10,7 @@ the suffix and the layout.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from cp_manage.errors import InvalidObjectIdError
 
@@ -69,3 +70,13 @@ def is_object_id(text: str) -> bool:
 def object_key(oid: str) -> str:
     """The path of object ``oid`` below the remote's (or cache's) root."""
     return f"files/md5/{oid[:2]}/{oid[2:]}"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as storage lists it: its id, its size in bytes and when storage last wrote
+    it (seconds since the epoch: a file's mtime, an S3 object's LastModified)."""
+
+    oid: str
+    size: int
+    modified: float

@@ -15,35 +15,50 @@ import errno
 import hashlib
 import http.client
 import io
+import itertools
+import logging
 import mmap
 import os
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cp_manage.backends.objects import ObjectId, is_object_id, object_key
+from cp_manage.backends.objects import ObjectId, StoredObject, is_object_id, object_key
+from cp_manage.backends.partial import (
+    DEFAULT_GRACE,
+    DownloadState,
+    Leftover,
+    PartialMismatch,
+    verify,
+)
+from cp_manage.backends.s3_watch import ATTEMPTS, EndpointWatch, is_timeout
+from cp_manage.config import timeout_setting
 from cp_manage.errors import StorageError
-from cp_manage.faults import crash_point
+from cp_manage.faults import crash_point, pace, part_size
 from cp_manage.fsutil import (
     BufferPool,
     DirectWriter,
     Progress,
     explain_os_error,
     open_direct,
+    progress_resumed,
     read_into,
     write_all,
 )
-from cp_manage.interrupts import critical
+from cp_manage.md5state import new_md5
+
+logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 
 # Uploads: parts of UPLOAD_PART sent UPLOAD_WORKERS at a time, each from a buffer of its own.
 # The part size doubles for a file that would need more than S3's MAX_PARTS (above ~156 GiB).
-UPLOAD_PART = 16 * MiB
+UPLOAD_PART = part_size(16 * MiB)
 UPLOAD_WORKERS = 8
 MAX_PARTS = 10_000
 UPLOAD_MEMORY = 128 * MiB
@@ -53,7 +68,7 @@ straight from the file instead, so memory stays bounded whatever the file's size
 # Downloads: ranged GETs written in place while the calling thread hashes every chunk in file
 # order as it arrives (md5 is sequential, and on a fast link it is the slowest step: it must
 # start with the first byte). Chunks wait in memory until hashed: at most DOWNLOAD_WINDOW parts.
-DOWNLOAD_PART = 8 * MiB
+DOWNLOAD_PART = part_size(8 * MiB)
 DOWNLOAD_WORKERS = 8
 DOWNLOAD_WINDOW = 8
 DOWNLOAD_START_STREAMS = 2
@@ -134,6 +149,10 @@ class S3Storage:
             None if self.env_keys else settings.get("aws_profile")) or None
         self.credentials_file: str | None = (
             credentials_file or settings.get("aws_credential_path") or None)
+        # How long a request waits for an answer (see s3_watch): CPV_S3_TIMEOUT, s3_timeout.
+        self.timeout = timeout_setting(settings if config is not None else {
+            "s3_timeout": os.environ.get("CPV_S3_TIMEOUT")}, "s3_timeout")
+        self.watch = EndpointWatch(self.timeout, self.endpoint_url or "AWS S3")
         self._client: Any = None
         self._session: Any = None
         self._client_lock = threading.Lock()
@@ -182,9 +201,11 @@ class S3Storage:
         self._session = core
         settings = botocore.config.Config(
             max_pool_connections=max(DOWNLOAD_WORKERS, UPLOAD_WORKERS, HEAD_WORKERS) + 4,
-            connect_timeout=10,
-            read_timeout=60,
-            retries={"mode": "standard", "max_attempts": 3},
+            # A stalled endpoint ends the command about ``timeout`` seconds after it went
+            # silent; transient failures are retried (s3_watch).
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            retries={"mode": "standard", "max_attempts": ATTEMPTS},
             # Bodies go with a CRC32 checksum the server verifies, not a SHA-256 in the
             # signature: botocore already does so over https, and over plain http (an in-house
             # store) the SHA-256 pass costs a CPU-second per GiB that the transfer needs.
@@ -203,6 +224,9 @@ class S3Storage:
         # On the service-wide event, as botocore's own hook that adds the header: a hook on
         # "before-call.s3.PutObject" would run before that one.
         client.meta.events.register_last("before-call.s3", _no_wait_for_small_bodies)
+        if self.endpoint_url is None:
+            self.watch.endpoint = client.meta.endpoint_url
+        self.watch.attach(client)
         return client
 
     def _key(self, oid: str) -> str:
@@ -291,8 +315,11 @@ class S3Storage:
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageError(f"No usable AWS credentials to {action} {subject}",
                                 hint=self._credentials_hint())
-        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError
-                      | bx.ReadTimeoutError | bx.ConnectionClosedError
+        if is_timeout(exc):
+            self.watch.note_stall(f"trying to {action} {subject}")
+            return StorageError(self.watch.message(f"trying to {action} {subject}"),
+                                hint=self.watch.hint())
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError
                       | bx.ResponseStreamingError):
             endpoint = self.endpoint_url or (
                 self._client.meta.endpoint_url if self._client is not None else "AWS S3")
@@ -361,7 +388,8 @@ class S3Storage:
 
         return bool(object_exists(bucket=self.bucket, key=self._key(oid),
                                   endpoint_url=self.endpoint_url, region=self.region,
-                                  profile=self.profile, credentials_file=self.credentials_file))
+                                  profile=self.profile, credentials_file=self.credentials_file,
+                                  timeout=self.timeout))
 
     def _head(self, oid: str, action: str = "check") -> dict[str, Any] | None:
         """The object's metadata, or None when it is not there."""
@@ -381,12 +409,14 @@ class S3Storage:
         return StorageError(f"Object {oid} is missing from storage {self._where()}",
                             hint="Run 'cpv doctor --repair' on a machine that has it cached.")
 
-    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
-        """Store ``source`` as object ``oid``.
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> int:
+        """Store ``source`` as object ``oid``; returns the bytes storage already held.
 
         A single PUT and a completed multipart upload are both atomic in S3: a reader sees the
-        whole object or none, so no temporary key is needed. A multipart upload that fails is
-        aborted, so its parts do not linger in the bucket.
+        whole object or none, so no temporary key is needed. A multipart upload that is
+        interrupted (a failure, a signal, a kill) keeps the parts it stored, and the next
+        upload of the same object continues it: each stored part whose ETag is the md5 of the
+        local bytes is reused, only the others are sent (see ``_PartedUpload``).
 
         Raises:
             StorageError: the file cannot be read or S3 refused it.
@@ -407,10 +437,14 @@ class S3Storage:
                             self._put(oid, body)
                     if progress:
                         progress(total, total)
-                else:
-                    with self._large:
-                        _PartedUpload(self, oid, source, total, progress).run()
+                    return 0
+                with self._large:
+                    return _PartedUpload(self, oid, source, total, progress).run()
             except OSError as e:  # the local side: the file went away or the disk failed
+                from botocore.exceptions import BotoCoreError
+
+                if is_timeout(e) or isinstance(e, BotoCoreError):
+                    raise  # the remote side (botocore's timeouts are OSErrors too)
                 raise StorageError(f"Cannot read {source}: {e.strerror or e}",
                                    hint="Run the command again; nothing was committed.") from e
 
@@ -425,15 +459,21 @@ class S3Storage:
         self.client.put_object(Bucket=self.bucket, Key=self._key(oid), Body=body, **extra)
 
     def download(self, oid: str, target: Path, *, progress: Progress | None = None,
-                 size: int | None = None) -> str:
-        """Write object ``oid`` to ``target`` (which must not exist) and return its md5.
+                 size: int | None = None, resume: bool = False) -> str:
+        """Write object ``oid`` to ``target`` and return its md5.
 
         An object up to ``2 * DOWNLOAD_PART`` comes in one GET, and nothing else is asked: a
         dataset of small files costs one request per file, as with ``dvc pull``. A larger one
         arrives as parallel ranged GETs written in place while the calling thread hashes the
         contiguous prefix as it completes. ``size``, when the caller knows it (a pointer records
         it), only picks the way: a large object is measured first (HEAD) rather than started
-        as one GET. On any failure the partial file is removed.
+        as one GET.
+
+        Without ``resume``, ``target`` must not exist, and on any failure what was written is
+        removed. With it, ``target`` is a partial file (see ``partial.claimed``): a large
+        object continues from the bytes its state file records (their md5 state is restored,
+        not computed again), records its own progress as it goes, and is left as it is on a
+        failure, for the next attempt.
 
         Raises:
             StorageError: the object is missing, S3 failed, or ``target`` cannot be written.
@@ -444,9 +484,9 @@ class S3Storage:
             if head is None:
                 self.check_location()  # a missing bucket is the better explanation
                 raise self._missing_error(oid)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0) | (0 if resume else os.O_EXCL)
         try:
-            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o644)
+            fd = os.open(target, flags, 0o644)
         except OSError as e:
             raise StorageError(f"Cannot create {target}: {e.strerror or e}",
                                hint="Check that the folder exists, is writable and that the "
@@ -456,9 +496,9 @@ class S3Storage:
                 with self._translated("download", oid):
                     if head is not None:
                         md5 = self._download_ranged(oid, fd, target, int(head["ContentLength"]),
-                                                    progress)
+                                                    progress, resume)
                     else:
-                        md5 = self._download_whole(oid, fd, target, progress)
+                        md5 = self._download_whole(oid, fd, target, progress, resume)
             except StorageError:
                 raise
             except OSError as e:  # the local side: disk full, quota, I/O error
@@ -469,20 +509,22 @@ class S3Storage:
                                    "command again.") from e
         except BaseException:
             os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(target)
+            if not resume:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
             raise
         os.close(fd)
         return md5
 
     def _download_ranged(self, oid: str, fd: int, target: Path, size: int,
-                         progress: Progress | None) -> str:
+                         progress: Progress | None, resume: bool) -> str:
+        state = DownloadState(target, fd, oid, size) if resume else None
         with self._ranged:
             with self._ranged_lock:
                 self._ranged_active += 1
             try:
                 return _RangedDownload(self, oid, fd, size, progress,
-                                       direct=_open_direct(target)).run()
+                                       direct=_open_direct(target), state=state).run()
             finally:
                 with self._ranged_lock:
                     self._ranged_active -= 1
@@ -494,7 +536,7 @@ class S3Storage:
         return max(1, DOWNLOAD_WINDOW // max(1, self._ranged_active))
 
     def _download_whole(self, oid: str, fd: int, target: Path,
-                        progress: Progress | None) -> str:
+                        progress: Progress | None, resume: bool) -> str:
         """One GET; an object that turns out large is fetched in ranges instead."""
         from botocore.exceptions import ClientError
 
@@ -510,7 +552,9 @@ class S3Storage:
         body, size = response["Body"], int(response["ContentLength"])
         if size > 2 * DOWNLOAD_PART:
             body.close()  # drops this connection: cheaper than receiving the object in one stream
-            return self._download_ranged(oid, fd, target, size, progress)
+            return self._download_ranged(oid, fd, target, size, progress, resume)
+        if resume:
+            os.ftruncate(fd, 0)  # a small object is received whole, whatever was there
         return self._receive(oid, fd, body, size, progress)
 
     def _receive(self, oid: str, fd: int, body: Any, size: int,
@@ -539,6 +583,15 @@ class S3Storage:
         Raises:
             StorageError: the listing failed.
         """
+        for stored in self.iter_objects():
+            yield stored.oid
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object under ``{prefix}/files/md5/`` with its size and LastModified.
+
+        Raises:
+            StorageError: the listing failed.
+        """
         base = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
         with self._translated("list"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -548,10 +601,37 @@ class S3Storage:
                     rest = item["Key"][len(base):]
                     head, _, tail = rest.partition("/")
                     if len(head) == 2 and tail and "/" not in tail:
-                        yield head + tail
+                        yield StoredObject(head + tail, int(item.get("Size", 0)),
+                                           item["LastModified"].timestamp())
+
+    def leftovers(self) -> list[Leftover]:
+        """Unfinished multipart uploads of objects under this remote's prefix (what killed
+        uploads leave), with the bytes each holds so far.
+
+        Raises:
+            StorageError: the listing failed.
+        """
+        from cp_manage.backends import s3_pending
+
+        base = f"{self.prefix}/files/md5/" if self.prefix else "files/md5/"
+        with self._translated("list the unfinished uploads in"):
+            return [leftover for leftover, _ in s3_pending.leftovers(self, base)]
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        """Abort one of ``leftovers()`` (nothing happens when it is gone already).
+
+        Raises:
+            StorageError: S3 refused.
+        """
+        from cp_manage.backends import s3_pending
+
+        key = leftover.where.removeprefix(f"s3://{self.bucket}/")
+        assert leftover.upload_id is not None
+        with self._translated("abort an unfinished upload in"):
+            s3_pending.abort(self, s3_pending.PendingUpload(key, leftover.upload_id, 0.0))
 
     def delete(self, oid: str) -> None:
-        """Remove an object (only tests and repair use this)."""
+        """Remove an object (gc; tests). Gone already is fine (S3 says so too)."""
         with self._translated("delete", oid):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(oid))
 
@@ -570,10 +650,16 @@ class _RangedDownload:
     How many GETs run at once adapts: it starts at ``DOWNLOAD_START_STREAMS`` and grows by one,
     up to ``DOWNLOAD_WORKERS``, each time the hashing has to wait for bytes. On a fast link two
     streams outrun md5 and more would only take CPU from it; a slow one gets every stream.
+
+    With a ``state`` (a resumable download into a partial file) it starts where the state
+    says the last attempt got to, with the md5 state of those bytes, and records its own
+    progress every ``partial.SAVE_EVERY`` bytes: each time, the parts before that point are
+    both hashed and written.
     """
 
     def __init__(self, storage: S3Storage, oid: str, fd: int, size: int,
-                 progress: Progress | None, *, direct: int | None = None) -> None:
+                 progress: Progress | None, *, direct: int | None = None,
+                 state: DownloadState | None = None) -> None:
         self.storage = storage
         self.key = storage._key(oid)
         self.oid = oid
@@ -581,8 +667,15 @@ class _RangedDownload:
         self.pool = BufferPool(DOWNLOAD_PART)
         self.size = size
         self.progress = progress
-        self.parts = [(start, min(start + DOWNLOAD_PART, size))
-                      for start in range(0, size, DOWNLOAD_PART)]
+        self.state = state
+        self.start, self.digest, self.checks = (
+            state.resume() if state is not None else (0, new_md5(), []))
+        # Parts end on multiples of DOWNLOAD_PART wherever the download starts, so a resumed
+        # one writes whole aligned blocks (O_DIRECT) as a fresh one does.
+        bounds = [self.start, *range(self.start - self.start % DOWNLOAD_PART + DOWNLOAD_PART,
+                                     size, DOWNLOAD_PART), size]
+        self.parts = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+        self.crcs = [0] * len(self.parts)  # of each part as received, for the state's record
         self.arrived: list[list[memoryview]] = [[] for _ in self.parts]  # not yet hashed
         self.complete = [False] * len(self.parts)
         self.buffers: list[mmap.mmap | None] = [None] * len(self.parts)
@@ -596,8 +689,18 @@ class _RangedDownload:
         self.changed = threading.Condition()
 
     def run(self) -> str:
-        digest = hashlib.md5(usedforsecurity=False)
-        hashed = 0
+        digest, hashed = self.digest, self.start
+        unrecorded: list[tuple[int, int, int]] = []
+        checked: list[bool] = []
+        checker: threading.Thread | None = None
+        if hashed:
+            logger.info("Resuming the download of %s: %d of %d bytes already received",
+                        self.oid, hashed, self.size)
+            progress_resumed(self.progress, hashed, self.size)
+        if self.checks:  # the bytes kept are read back and checked while the rest arrive
+            checker = threading.Thread(target=lambda: checked.append(verify(
+                self.writer.ordinary_fd, self.checks)), name="cpv-check", daemon=True)
+            checker.start()
         # Parts are taken in order, so the part being hashed has always been started: a worker
         # waiting for the window waits for a later part, never for one the hashing needs.
         pool = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="cpv-s3-get")
@@ -631,11 +734,24 @@ class _RangedDownload:
                     self.hashing = index + 1
                     self._let_go(index)
                     self.changed.notify_all()
+                if self.state is not None:
+                    unrecorded.append((*self.parts[index], self.crcs[index]))
+                    if self.state.due(hashed) and hashed < self.size:
+                        # Every part so far is written: they are on disk before the record.
+                        self.state.save(hashed, digest.state(), unrecorded)
+                        unrecorded = []
+            if checker is not None:
+                checker.join()
+                if checked != [True]:
+                    raise PartialMismatch(f"The partial file of {self.oid} no longer holds "
+                                          "the bytes it had received")
         finally:
             with self.changed:
                 self.stop = True
                 self.changed.notify_all()
             pool.shutdown(wait=True, cancel_futures=True)
+            if checker is not None:
+                checker.join()  # it reads the file, which the caller closes next
             self.writer.close()
             self.pool.close()
         if hashed != self.size:  # cannot happen unless a part was miscounted
@@ -683,6 +799,9 @@ class _RangedDownload:
         start, end = self.parts[index]
         buffer = self.buffers[index]
         assert buffer is not None
+        pace()
+        if self.stop:
+            return
         response = self.storage.client.get_object(Bucket=self.storage.bucket, Key=self.key,
                                                   Range=f"bytes={start}-{end - 1}")
         body = response["Body"]
@@ -713,6 +832,9 @@ class _RangedDownload:
         if received != length:
             raise StorageError(f"Object {self.oid} ended early: range {start}-{end - 1} gave "
                                f"{received} bytes", hint="Run the command again.")
+        if self.state is not None:
+            with memoryview(buffer) as view:
+                self.crcs[index] = zlib.crc32(view[:length])
         self.writer.write(buffer, length, start)
         with self.changed:
             self.complete[index] = True
@@ -756,7 +878,14 @@ def _open_direct(target: Path) -> int | None:
 
 class _PartedUpload:
     """One multipart upload: up to ``UPLOAD_WORKERS`` parts at once, each read into an aligned
-    buffer and sent from it.
+    buffer and sent from it, or, when an interrupted upload of the same object already holds
+    that part, checked against it and reused.
+
+    The parts are a function of the file's size alone (``UPLOAD_PART``, doubled while the file
+    would need more than ``MAX_PARTS``), so a rerun cuts the file where the interrupted run
+    did. On the way out, whatever the reason (a failure, a signal), the upload is left as it
+    is: its stored parts are what the next run resumes from, and ``cpv doctor --repair``
+    aborts it if no run ever does.
 
     Parts are read with ``O_DIRECT`` where the filesystem has it: the file is the cache copy,
     itself written around the page cache, and reading a GiB through the page cache would cost
@@ -779,85 +908,150 @@ class _PartedUpload:
         self.lock = threading.Lock()
         self.pool = BufferPool(part)
         self.sent = 0
+        self.reused = 0
         self.failed = False
         self.fd = -1
         self.direct: int | None = None
         self.use_direct = True
 
-    def run(self) -> None:
-        from concurrent.futures import FIRST_EXCEPTION, wait
+    def run(self) -> int:
+        """Upload (or finish uploading) the object; returns the bytes storage already held."""
+        from botocore.exceptions import ClientError
 
-        client, bucket = self.storage.client, self.storage.bucket
+        from cp_manage.backends import s3_pending
+
         self.fd = os.open(self.source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.direct = open_direct(self.source, os.O_RDONLY)
-        upload_id: str | None = None
         try:
+            pending, others = s3_pending.resumable(self.storage, self.key, self.parts)
+            stored = pending.usable(self.parts) if pending is not None else {}
+            if pending is None:
+                upload_id = self.storage.client.create_multipart_upload(
+                    Bucket=self.storage.bucket, Key=self.key,
+                    ChecksumAlgorithm="CRC32")["UploadId"]
+            else:
+                upload_id = pending.upload_id
+                found = sum(int(part["Size"]) for part in stored.values())
+                logger.info("Resuming the upload of %s: %d of %d bytes already in storage",
+                            self.oid, found, self.size)
+                if found:
+                    progress_resumed(self.progress, found, self.size)
             try:
-                # A signal waits until the upload's id is known, so the way out can abort it.
-                with critical():
-                    upload_id = client.create_multipart_upload(
-                        Bucket=bucket, Key=self.key, ChecksumAlgorithm="CRC32")["UploadId"]
-                assert upload_id is not None
-                with ThreadPoolExecutor(max_workers=self.workers,
-                                        thread_name_prefix="cpv-s3-put") as pool:
-                    futures = [pool.submit(self._send, upload_id, number)
-                               for number in range(len(self.parts))]
-                    try:
-                        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                        for future in finished:
-                            if (failure := future.exception()) is not None:
-                                raise failure
-                        parts = [future.result() for future in futures]
-                    except BaseException:
-                        self.failed = True  # parts not yet started return at once
-                        raise
-                client.complete_multipart_upload(Bucket=bucket, Key=self.key,
-                                                 UploadId=upload_id,
-                                                 MultipartUpload={"Parts": parts})
-            except BaseException:  # a failure, or SIGINT / SIGTERM: leave no parts behind
-                if upload_id is not None:
-                    with contextlib.suppress(Exception):
-                        client.abort_multipart_upload(Bucket=bucket, Key=self.key,
-                                                      UploadId=upload_id)
+                self._send_all(upload_id, stored)
+            except ClientError as e:
+                # Another writer of the same object finished (or aborted) this upload first.
+                if s3_pending.error_code(e) == "NoSuchUpload" and self.storage._exists(self.oid):
+                    return self.reused
                 raise
+            s3_pending.abort_stale(self.storage, others, grace=DEFAULT_GRACE)
+            return self.reused
         finally:
             os.close(self.fd)
             if self.direct is not None:
                 os.close(self.direct)
             self.pool.close()
 
-    def _send(self, upload_id: str, index: int) -> dict[str, Any]:
+    def _send_all(self, upload_id: str, stored: dict[int, dict[str, Any]]) -> None:
+        from concurrent.futures import FIRST_EXCEPTION, wait
+
+        # The parts storage lacks go first: sending is the long part, and the stored ones are
+        # checked (read and hashed) on the threads left over meanwhile.
+        order = sorted(range(len(self.parts)), key=lambda number: number + 1 in stored)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cpv-s3-put") as pool:
+            by_number = {number: pool.submit(self._send, upload_id, number,
+                                             stored.get(number + 1)) for number in order}
+            futures = [by_number[number] for number in range(len(self.parts))]
+            try:
+                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    if (failure := future.exception()) is not None:
+                        raise failure
+                parts = [future.result() for future in futures]
+            except BaseException:
+                self.failed = True  # parts not yet started return at once
+                raise
+        self.storage.client.complete_multipart_upload(
+            Bucket=self.storage.bucket, Key=self.key, UploadId=upload_id,
+            MultipartUpload={"Parts": parts})
+
+    def _send(self, upload_id: str, index: int, stored: dict[str, Any] | None
+              ) -> dict[str, Any]:
         if self.failed:
             return {}
         start, end = self.parts[index]
         length = end - start
+        part: dict[str, Any] | None = None
         if not self.buffered:
-            body = _PartBody(length, lambda at, amount: os.pread(self.fd, amount, start + at))
-            response = self._upload_part(upload_id, index, body)
+            if stored is not None:
+                part = self._reuse(stored, index, self._digests_from_file(start, length))
+            if part is None:
+                body = _PartBody(length, lambda at, amount: os.pread(self.fd, amount, start + at))
+                part = self._upload_part(upload_id, index, body)
+                if part is None:
+                    return {}
         else:
             buffer = self.pool.take()
             try:
                 if self._read(buffer, start, length) != length:
                     raise StorageError(f"{self.source} shrank while it was being uploaded",
                                        hint="Run the command again.")
-                crash_point("multipart_part")
-                response = self._upload_part(upload_id, index, _PartBody(
-                    length, lambda at, amount: buffer[at:at + amount]))
+                if stored is not None:
+                    with memoryview(buffer) as view:
+                        part = self._reuse(stored, index, _digests(view[:length]))
+                if part is None:
+                    crash_point("multipart_part")
+                    part = self._upload_part(upload_id, index, _PartBody(
+                        length, lambda at, amount: buffer[at:at + amount]))
+                    if part is None:
+                        return {}
             finally:
                 self.pool.give_back(buffer)
-        part = {"ETag": response["ETag"], "PartNumber": index + 1}
-        if "ChecksumCRC32" in response:
-            part["ChecksumCRC32"] = response["ChecksumCRC32"]
         if self.progress:
             with self.lock:
                 self.sent += length
                 self.progress(self.sent, self.size)
         return part
 
-    def _upload_part(self, upload_id: str, index: int, body: _PartBody) -> dict[str, Any]:
-        return dict(self.storage.client.upload_part(
+    def _reuse(self, stored: dict[str, Any], index: int, digests: tuple[str, str]
+               ) -> dict[str, Any] | None:
+        """The part to complete the upload with when the stored part ``index`` holds exactly
+        the local bytes (its ETag is their md5), else None (it is sent again)."""
+        md5, crc32 = digests
+        if str(stored.get("ETag", "")).strip('"').lower() != md5:
+            logger.info("Part %d of %s in storage differs from the local bytes; sending it "
+                        "again", index + 1, self.oid)
+            return None
+        with self.lock:
+            self.reused += self.parts[index][1] - self.parts[index][0]
+        return {"ETag": stored["ETag"], "PartNumber": index + 1,
+                "ChecksumCRC32": stored.get("ChecksumCRC32") or crc32}
+
+    def _digests_from_file(self, start: int, length: int) -> tuple[str, str]:
+        md5, crc = hashlib.md5(usedforsecurity=False), 0
+        done = 0
+        while done < length:
+            chunk = os.pread(self.fd, min(READ_CHUNK, length - done), start + done)
+            if not chunk:
+                raise StorageError(f"{self.source} shrank while it was being uploaded",
+                                   hint="Run the command again.")
+            md5.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+            done += len(chunk)
+        return md5.hexdigest(), _crc32_header(crc)
+
+    def _upload_part(self, upload_id: str, index: int, body: _PartBody
+                     ) -> dict[str, Any] | None:
+        """Send one part; None, sending nothing, once the upload has failed or been stopped."""
+        pace()
+        if self.failed:
+            return None
+        response = self.storage.client.upload_part(
             Bucket=self.storage.bucket, Key=self.key, UploadId=upload_id, PartNumber=index + 1,
-            Body=body, ChecksumAlgorithm="CRC32"))
+            Body=body, ChecksumAlgorithm="CRC32")
+        part = {"ETag": response["ETag"], "PartNumber": index + 1}
+        if "ChecksumCRC32" in response:
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
 
     def _read(self, buffer: mmap.mmap, offset: int, length: int) -> int:
         if self.direct is not None and self.use_direct:
@@ -868,6 +1062,16 @@ class _PartedUpload:
                     raise
                 self.use_direct = False  # only claimed support: read the ordinary way from now on
         return read_into(self.fd, buffer, length, offset)
+
+
+def _digests(data: memoryview) -> tuple[str, str]:
+    """The md5 (hex) and CRC32 (as S3's header carries it) of one part."""
+    return (hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            _crc32_header(zlib.crc32(data)))
+
+
+def _crc32_header(value: int) -> str:
+    return base64.b64encode(value.to_bytes(4, "big")).decode("ascii")
 
 
 class _PartBody:

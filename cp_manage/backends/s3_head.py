@@ -26,7 +26,8 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 TIMEOUT = 5.0
-"""Seconds for the connection and the answer; after that botocore asks instead."""
+"""Seconds for the connection and for each read of the answer, at most (less when the S3
+timeout setting is smaller); after that botocore asks instead."""
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
@@ -35,20 +36,23 @@ _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def object_exists(*, bucket: str, key: str, endpoint_url: str | None, region: str | None,
-                  profile: str | None, credentials_file: str | None) -> bool | None:
+                  profile: str | None, credentials_file: str | None,
+                  timeout: float = TIMEOUT) -> bool | None:
     """True when a signed HEAD of ``bucket/key`` answers 200; None when it cannot tell.
 
     ``profile`` None means botocore's own choice: keys in the environment, else the profile
-    ``AWS_PROFILE`` names, else ``default``. Never raises; never returns False.
+    ``AWS_PROFILE`` names, else ``default``. ``timeout`` (the S3 timeout setting) bounds the
+    connection and each read, and never beyond ``TIMEOUT``. Never raises; never returns False.
     """
     try:
-        return _head(bucket, key, endpoint_url, region, profile, credentials_file)
+        return _head(bucket, key, endpoint_url, region, profile, credentials_file,
+                     min(timeout, TIMEOUT))
     except Exception:  # any surprise: botocore asks instead, and explains
         return None
 
 
 def _head(bucket: str, key: str, endpoint_url: str | None, region: str | None,
-          profile: str | None, credentials_file: str | None) -> bool | None:
+          profile: str | None, credentials_file: str | None, timeout: float) -> bool | None:
     if any(os.environ.get(name) for name in _PROXY_VARIABLES) or _enabled(
             "AWS_USE_FIPS_ENDPOINT") or _enabled("AWS_USE_DUALSTACK_ENDPOINT"):
         return None  # botocore knows how to go through a proxy or to those endpoints
@@ -74,9 +78,9 @@ def _head(bucket: str, key: str, endpoint_url: str | None, region: str | None,
 
         context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
         connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-            host, timeout=TIMEOUT, context=context)
+            host, timeout=timeout, context=context)
     else:
-        connection = http.client.HTTPConnection(host, timeout=TIMEOUT)
+        connection = http.client.HTTPConnection(host, timeout=timeout)
     try:
         connection.request("HEAD", path, headers=headers)
         status = connection.getresponse().status

@@ -8,6 +8,7 @@ wrote and the other way round. One class per kind of location; ``open_storage`` 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -15,10 +16,31 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from cp_manage.backends.objects import object_key
+from cp_manage.backends.objects import StoredObject, object_key
+from cp_manage.backends.partial import (
+    PARTIAL_SUFFIX,
+    DownloadState,
+    Leftover,
+    claimed,
+    copy_range,
+    copy_resumable,
+    discard,
+    file_leftovers,
+    matching_prefix,
+    partial_beside,
+    partial_files,
+)
 from cp_manage.errors import CPVError, StorageError
-from cp_manage.faults import crash_point
-from cp_manage.fsutil import Progress, atomic_output, copy_file_md5, explain_os_error
+from cp_manage.faults import crash_point, paced
+from cp_manage.fsutil import (
+    Progress,
+    copy_file_md5,
+    explain_os_error,
+    explained,
+    progress_resumed,
+)
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LocalStorage", "Storage", "object_key", "open_storage"]  # object_key: for old callers
 
@@ -38,18 +60,32 @@ class Storage(Protocol):
     def missing(self, oids: Iterable[str]) -> set[str]:
         """Those of ``oids`` not in storage, as storage itself says now."""
 
-    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
-        """Store ``source`` as object ``oid``; a reader never sees half of it."""
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> int:
+        """Store ``source`` as object ``oid``; a reader never sees half of it. An interrupted
+        upload of the same object is continued: returns the bytes storage already held."""
 
     def download(self, oid: str, target: Path, *, progress: Progress | None = None,
-                 size: int | None = None) -> str:
+                 size: int | None = None, resume: bool = False) -> str:
         """Write object ``oid`` to ``target`` (a new file) and return the md5 of what was read.
 
         ``size``, the object's size when the caller knows it, is a hint: it may save asking
-        storage for it, and nothing relies on it (the md5 decides)."""
+        storage for it, and nothing relies on it (the md5 decides). With ``resume``,
+        ``target`` is a partial file (``partial.claimed``): it continues from what its state
+        file records, and a failure leaves it for the next attempt."""
 
     def iter_oids(self) -> Iterator[str]:
         """Every object id stored (for checks and tests)."""
+
+    def iter_objects(self) -> Iterator[StoredObject]:
+        """Every object stored, with its size and storage's own timestamp (for gc and du)."""
+
+    def delete(self, oid: str) -> None:
+        """Remove object ``oid`` (gone already is fine)."""
+    def leftovers(self) -> list[Leftover]:
+        """Abandoned partial uploads (partial files, multipart uploads) in this storage."""
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        """Remove (abort) one of ``leftovers()``."""
 
 
 class LocalStorage:
@@ -110,15 +146,35 @@ class LocalStorage:
                                    hint="Check the storage folder's permissions; nothing was "
                                    "committed.") from e
 
-    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> None:
+    def upload(self, oid: str, source: Path, *, progress: Progress | None = None) -> int:
+        """Copy ``source`` to object ``oid`` through its partial file, renamed into place once
+        complete; returns the bytes an interrupted copy had already written.
+
+        The partial file has a name of its own (``.{name}.cpv-partial`` in the object's
+        folder), so a rerun finds what a killed copy left: its leading bytes that equal the
+        source's are kept, and the copy continues from there.
+        """
         target = self._path(oid)
         self._make_folder_of(oid)
         try:
             size = source.stat().st_size
-            with open(source, "rb") as reader, atomic_output(target, mode=0o444,
-                                                             size=size) as writer:
-                copy_file_md5(reader, writer, total=size, progress=progress)
+            with explained(target, needed=size), open(source, "rb") as reader, \
+                    claimed(partial_beside(target)) as (partial, fd):
+                kept = matching_prefix(reader.fileno(), fd, size)
+                os.ftruncate(fd, kept)
+                if kept:
+                    logger.info("Resuming the copy of %s to %s: %d of %d bytes already there",
+                                oid, self.root, kept, size)
+                    progress_resumed(progress, kept, size)
+                    copy_range(reader.fileno(), fd, kept, size, progress=progress)
+                else:
+                    with os.fdopen(fd, "r+b", closefd=False) as writer:
+                        copy_file_md5(reader, writer, total=size, progress=paced(progress))
                 crash_point("storage_upload")
+                os.fsync(fd)
+                os.fchmod(fd, 0o444)
+                os.replace(partial, target)
+            return kept
         except CPVError:  # a full, read-only or refused storage folder, already explained
             raise
         except OSError as e:
@@ -127,12 +183,21 @@ class LocalStorage:
                                "again; nothing was committed.") from e
 
     def download(self, oid: str, target: Path, *, progress: Progress | None = None,
-                 size: int | None = None) -> str:
+                 size: int | None = None, resume: bool = False) -> str:
         source = self._path(oid)
         try:
-            with open(source, "rb") as reader, open(target, "x+b") as writer:
-                md5, _ = copy_file_md5(reader, writer, total=source.stat().st_size,
-                                       progress=progress)
+            with open(source, "rb") as reader:
+                total = os.fstat(reader.fileno()).st_size
+                if resume:
+                    fd = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0))
+                    try:
+                        md5 = copy_resumable(reader.fileno(), DownloadState(
+                            target, fd, oid, total), progress=progress)
+                    finally:
+                        os.close(fd)
+                else:
+                    with open(target, "x+b") as writer:
+                        md5, _ = copy_file_md5(reader, writer, total=total, progress=progress)
                 crash_point("storage_download")
         except FileNotFoundError as e:
             if not self.root.is_dir():
@@ -147,17 +212,33 @@ class LocalStorage:
                                ) from e
         return md5
 
+    def leftovers(self) -> list[Leftover]:
+        """Partial files of interrupted uploads in this storage folder."""
+        return file_leftovers(partial_files(self.root / "files" / "md5",
+                                            f".*{PARTIAL_SUFFIX}"))
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        discard(Path(leftover.where))
+
     def iter_oids(self) -> Iterator[str]:
         base = self.root / "files" / "md5"
         if not base.is_dir():
             return
         for prefix in sorted(base.iterdir()):
             for entry in sorted(prefix.iterdir()):
-                if not entry.name.endswith(".cpv-tmp") and not entry.name.startswith("."):
+                if not entry.name.endswith((".cpv-tmp", PARTIAL_SUFFIX)) and \
+                        not entry.name.startswith("."):
                     yield prefix.name + entry.name
 
+    def iter_objects(self) -> Iterator[StoredObject]:
+        base = self.root / "files" / "md5"
+        for oid in self.iter_oids():
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                info = (base / oid[:2] / oid[2:]).stat()
+                yield StoredObject(oid, info.st_size, info.st_mtime)
+
     def delete(self, oid: str) -> None:
-        """Remove an object (only tests and repair use this)."""
+        """Remove an object (gc; tests). Gone already is fine."""
         with contextlib.suppress(FileNotFoundError):
             os.chmod(self._path(oid), 0o644)
             os.unlink(self._path(oid))

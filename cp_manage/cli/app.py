@@ -115,7 +115,15 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cp_manage.cli import checkpoints, config_cmd, demo, doctor_cmd, init_cmd, queue_cmd
+    from cp_manage.cli import (
+        checkpoints,
+        config_cmd,
+        demo,
+        doctor_cmd,
+        gc_cmd,
+        init_cmd,
+        queue_cmd,
+    )
 
     cli.add_command(init_cmd.init)
     cli.add_command(doctor_cmd.doctor)
@@ -125,6 +133,8 @@ def _register() -> None:
     cli.add_command(model)
     cli.add_command(checkpoints.make_group("data"))
     cli.add_command(config_cmd.config)
+    cli.add_command(gc_cmd.make_gc())
+    cli.add_command(gc_cmd.make_du())
     for extra in checkpoints.extra_commands():
         cli.add_command(extra)
     _verbose_everywhere(cli)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cp_manage.cli import output
+from cp_manage.cli.gc_cmd import make_du, make_gc
 from cp_manage.cli.stages_cmd import add_stage_commands, printable
 
 if TYPE_CHECKING:
@@ -347,7 +348,8 @@ def make_group(kind: str) -> click.Group:
         manager = _manager(kind, repo, team=team, model=model)
         if output_dir is None:
             output_dir = str(_default_download_dir(kind, manager, version, model))
-        with output.transfer_progress(f"downloading {kind}") as progress:
+        with output.transfer_progress(f"downloading {kind}",
+                                      resumed_where="received") as progress:
             path, info = manager.download(version, output_dir=output_dir, progress=progress,
                                           include=include, exclude=exclude, force=force)
         output.success(f"Downloaded {kind} {info.version or 'HEAD'} to {path} "
@@ -360,17 +362,21 @@ def make_group(kind: str) -> click.Group:
     @repo_option
     def revert(version: str, force: bool, repo: str | None) -> None:
         manager = _manager(kind, repo)
-        with output.transfer_progress(f"restoring {kind}") as progress:
+        with output.transfer_progress(f"restoring {kind}",
+                                      resumed_where="received") as progress:
             commit = manager.revert(version, force=force, progress=progress)
         if commit is None:
             output.info(f"HEAD already holds {version}; nothing changed.")
         else:
             output.success(f"Reverted {kind} to {version} as commit {commit[:10]}")
 
+    add_stage_commands(group, kind, _manager, repo_option, without_clone)
+    group.add_command(make_gc((kind,)))
+    group.add_command(make_du((kind,)))
+
     from cp_manage.cli import pictures
 
     pictures.add_commands(group, kind, repo_option)
-    add_stage_commands(group, kind, _manager, repo_option, without_clone)
     return group
 
 

@@ -57,7 +57,8 @@ def tag(version: str | None, major: bool, message: str | None, data_message: str
 @repo_option
 def revert(version: str, force: bool, repo: str | None) -> None:
     manager = _manager(repo)
-    with output.transfer_progress("restoring model and data") as progress:
+    with output.transfer_progress("restoring model and data",
+                                  resumed_where="received") as progress:
         commit = manager.revert_model_and_data(version, force, progress=progress)
     if commit is None:
         output.info(f"HEAD already holds {version}'s model and data; nothing changed.")

@@ -105,12 +105,34 @@ human_size_delta = formatting.human_size_delta
 format_metrics = formatting.format_metrics
 
 
+def resumed_line(done: int, total: int, where: str) -> str:
+    """``resuming: 612.0 MiB of 1.0 GiB already in storage``."""
+    return f"resuming: {human_size(done)} of {human_size(total)} already {where}"
+
+
+class QuietTransfer:
+    """The progress callback where no bar is drawn (stderr is not a terminal): it only says,
+    in one line on stderr, how much of a resumed transfer was already there."""
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+
+    def __call__(self, done: int, total: int) -> None:
+        pass
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def resumed(self, done: int, total: int) -> None:
+        click.echo(resumed_line(done, total, self._where), err=True)
+
+
 class TransferBar:
     """The progress callback behind one bar: each phase of a transfer (``hashing``, then
     ``sending``) names itself in the bar's text and fills the same bar again."""
 
-    def __init__(self, bar: RichProgress, task: TaskID, label: str) -> None:
-        self._bar, self._task, self._label = bar, task, label
+    def __init__(self, bar: RichProgress, task: TaskID, label: str, where: str) -> None:
+        self._bar, self._task, self._label, self._where = bar, task, label, where
         self._lock = threading.Lock()
 
     def __call__(self, done: int, total: int) -> None:
@@ -121,13 +143,20 @@ class TransferBar:
         with self._lock:
             self._bar.reset(self._task, description=f"{self._label}: {name}", total=None)
 
+    def resumed(self, done: int, total: int) -> None:
+        with self._lock:
+            self._bar.console.print(resumed_line(done, total, self._where), markup=False,
+                                    highlight=False)
+
 
 @contextlib.contextmanager
-def transfer_progress(description: str) -> Iterator[TransferBar | None]:
+def transfer_progress(description: str, *, resumed_where: str = "in storage"
+                      ) -> Iterator[TransferBar | QuietTransfer]:
     """One progress bar on stderr while bytes move (only on a terminal), counted in the
-    binary units of the summary line (KiB, MiB, GiB)."""
+    binary units of the summary line (KiB, MiB, GiB). A transfer that resumes an interrupted
+    one says how much was already there (``resumed_where``: "in storage", "received")."""
     if not sys.stderr.isatty():
-        yield None
+        yield QuietTransfer(resumed_where)
         return
     from rich.console import Console
     from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -145,4 +174,4 @@ def transfer_progress(description: str) -> Iterator[TransferBar | None]:
                        TimeRemainingColumn(), console=Console(stderr=True), transient=True)
     task = bar.add_task(description, total=None)
     with bar:
-        yield TransferBar(bar, task, description)
+        yield TransferBar(bar, task, description, resumed_where)

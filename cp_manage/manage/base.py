@@ -11,8 +11,9 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cp_manage.artifacts import VersionInfo, check_metrics
 from cp_manage.config import CPVConfig
@@ -20,6 +21,7 @@ from cp_manage.errors import (
     CPVError,
     NotARepositoryError,
     NothingToDoError,
+    StorageError,
 )
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
@@ -34,6 +36,7 @@ from cp_manage.manage.compare import (
 )
 from cp_manage.manage.dataset import cached_sizes, read_listing
 from cp_manage.manage.detached import DetachedSource
+from cp_manage.manage.gc_record import removal_error
 from cp_manage.manage.handlers import same_path, upload_objects
 from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.references import resolve_reference
@@ -51,7 +54,11 @@ from cp_manage.manage.workspace import (
 )
 from cp_manage.pictures.page import write_report
 from cp_manage.spec import ArtifactSpec
+from cp_manage.swap import recover
 from cp_manage.versions import Kind, validate_name
+
+if TYPE_CHECKING:
+    from cp_manage.manage.gc import GCResult, UsageReport
 
 logger = logging.getLogger("cp_manage")
 
@@ -60,13 +67,16 @@ __all__ = ["CheckpointManager", "TagResult", "UploadResult", "caller_path", "ena
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What an upload did. ``changed`` is False when artifact and metrics were already HEAD's."""
+    """What an upload did. ``changed`` is False when artifact and metrics were already HEAD's.
+    ``uploaded_bytes`` were sent; ``resumed_bytes`` more were already in storage, left by an
+    interrupted upload of the same artifact."""
 
     commit: str
     changed: bool
     md5: str
     size_bytes: int
     uploaded_bytes: int
+    resumed_bytes: int = 0
 
 
 class CheckpointManager(VersionTagging, StageRegistry):
@@ -203,7 +213,15 @@ class CheckpointManager(VersionTagging, StageRegistry):
                                         cached=early.offer)
                 missing = repo.missing_in_storage(
                     oid for oid in handler.objects(repo, pointer) if oid not in early.offered)
-                uploaded = upload_objects(repo, missing, progress=progress, early=early)
+                if missing or early.offered:
+                    # What was hashed is recorded before the (long) upload, so a run killed
+                    # meanwhile is resumed from storage's parts without hashing it all again.
+                    repo.cache.flush()
+                    repo.state.save()
+                sent = upload_objects(repo, missing, progress=progress, early=early)
+                if sent.resumed:
+                    logger.info("%d of %d bytes were already in storage from an interrupted "
+                                "upload", sent.resumed, sent.total)
                 repo.cache.flush()
                 crash_point("after_blobs")
 
@@ -225,7 +243,7 @@ class CheckpointManager(VersionTagging, StageRegistry):
                 commit = repo.head_or_raise()
             else:
                 logger.info("Uploaded %s as commit %s", what, commit[:10])
-        return UploadResult(commit, changed, pointer.md5, pointer.size, uploaded)
+        return UploadResult(commit, changed, pointer.md5, pointer.size, sent.sent, sent.resumed)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -348,6 +366,7 @@ class CheckpointManager(VersionTagging, StageRegistry):
             raise CPVError(f"Downloading into {target} would overwrite the working tree",
                            hint=f"Use -o with another folder, or 'cpv {self.kind} revert'.")
         handler = handler_for(spec)
+        recover(target)  # a download into this folder killed half-way through its swap
         if _occupied(target) and not force:
             if select is None and handler.holds(source, pointer, target):
                 logger.info("%s already holds %s %s", target, self.kind, info.version or "HEAD")
@@ -360,6 +379,12 @@ class CheckpointManager(VersionTagging, StageRegistry):
         try:
             handler.materialize(source, pointer, target, progress=progress or self.progress,
                                 select=select)
+        except StorageError as e:
+            removed = removal_error(source, source.catalog.git, kind=self.kind, oid=pointer.oid,
+                                    label=info.tag or f"commit {commit[:10]}")
+            if removed is None:
+                raise
+            raise removed from e
         except OSError as e:
             if isinstance(e, CPVError):
                 raise
@@ -395,9 +420,16 @@ class CheckpointManager(VersionTagging, StageRegistry):
             repo.sync()
             commit, info = resolve_reference(repo, self.spec, version)
             restore = self.plan_restore(commit, info, force=force)
-            new = restore_and_commit(repo, [restore],
-                                     f"Revert {self.kind} to {info.tag or commit[:10]}",
-                                     progress=progress or self.progress)
+            try:
+                new = restore_and_commit(repo, [restore],
+                                         f"Revert {self.kind} to {info.tag or commit[:10]}",
+                                         progress=progress or self.progress)
+            except StorageError as e:
+                removed = removal_error(repo, repo.git, kind=self.kind, oid=restore.wanted.oid,
+                                        label=info.tag or f"commit {commit[:10]}")
+                if removed is None:
+                    raise
+                raise removed from e
             logger.info("Reverted %s to %s", self.kind, info.tag or commit[:10])
             return new
 
@@ -420,6 +452,45 @@ class CheckpointManager(VersionTagging, StageRegistry):
         state = check_workspace(repo, spec, force=force, refusal_hint=(
             f"Upload them first ('cpv {self.kind} upload'), or pass --force to discard them."))
         return Restore(repo, spec, wanted, info.metrics, state)
+
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def gc(self, *, keep_last: int = 3, grace: str | float | timedelta = "24h",
+           dry_run: bool = False, include_unreferenced: bool = False, cache_only: bool = False,
+           verbose: bool = False) -> GCResult:
+        """Remove from storage and the local cache the objects only uploads of this artifact
+        that nobody needs refer to (see ``cp_manage.manage.gc_plan`` for what is kept), and
+        record the run as a ``gc/NNNNNN`` tag; the other artifact's uploads are all kept.
+
+        Args:
+            keep_last: keep the last N uploads on the branch (of each artifact).
+            grace: keep what storage wrote more recently (``24h``, ``7d``, seconds, timedelta).
+            dry_run: only say what would go.
+            include_unreferenced: also remove objects no commit refers to (older than grace).
+            cache_only: only trim the local cache to what HEAD, the stages and the last N
+                need (never an object storage lacks); storage and git are untouched.
+
+        Raises:
+            CPVError: an invalid option; RemoteError, StorageError (nothing removed, or how
+                far it got).
+        """
+        enable_verbose(verbose)
+        from cp_manage.manage import gc
+
+        return gc.gc(self.repo, (self.kind,), keep_last=keep_last, grace=grace,
+                     dry_run=dry_run, include_unreferenced=include_unreferenced,
+                     cache_only=cache_only)
+
+    def du(self, *, keep_last: int = 3, grace: str | float | timedelta = "24h",
+           include_unreferenced: bool = False, verbose: bool = False) -> UsageReport:
+        """Storage use per upload (unique and shared bytes, total) and what ``gc`` with the
+        same options would free; changes nothing."""
+        enable_verbose(verbose)
+        from cp_manage.manage import gc
+
+        return gc.du(self.repo, (self.kind,), keep_last=keep_last, grace=grace,
+                     include_unreferenced=include_unreferenced)
 
 
 def _occupied(target: Path) -> bool:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cp_manage.artifacts import VersionInfo
 from cp_manage.config import CPVConfig
@@ -35,6 +36,9 @@ from cp_manage.manage.workspace import restore_and_commit
 from cp_manage.pictures.page import write_report
 from cp_manage.spec import DATA
 from cp_manage.versions import Version, next_version
+
+if TYPE_CHECKING:
+    from cp_manage.manage.gc import GCResult, UsageReport
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +323,31 @@ class CombinedCheckpointsManage:
         """
         enable_verbose(verbose)
         return write_report(self.report(), caller_path(output))
+
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def gc(self, *, keep_last: int = 3, grace: str | float | timedelta = "24h",
+           dry_run: bool = False, include_unreferenced: bool = False, cache_only: bool = False,
+           verbose: bool = False) -> GCResult:
+        """``gc`` of the model's and the data's uploads together (see
+        ``CheckpointManager.gc``)."""
+        enable_verbose(verbose)
+        from cp_manage.manage import gc
+
+        return gc.gc(self.repo, ("model", "data"), keep_last=keep_last, grace=grace,
+                     dry_run=dry_run, include_unreferenced=include_unreferenced,
+                     cache_only=cache_only)
+
+    def du(self, *, keep_last: int = 3, grace: str | float | timedelta = "24h",
+           include_unreferenced: bool = False, verbose: bool = False) -> UsageReport:
+        """Storage use of every upload of the model and the data (see
+        ``CheckpointManager.du``)."""
+        enable_verbose(verbose)
+        from cp_manage.manage import gc
+
+        return gc.du(self.repo, ("model", "data"), keep_last=keep_last, grace=grace,
+                     include_unreferenced=include_unreferenced)
 
 
 def _release_failed(names: tuple[str, str], error: CPVError) -> CPVError:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import logging
 import os
@@ -26,7 +27,6 @@ import re
 import shutil
 import stat
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,11 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.objects import ObjectId
+from cp_manage.backends.partial import hold, in_use
 from cp_manage.backends.pointer import Pointer, check_relative_path
 from cp_manage.errors import ArtifactNotFoundError, InvalidDatasetError, PointerError
 from cp_manage.fsutil import Progress, md5_bytes, md5_file, progress_phase
 from cp_manage.manage.handlers import (
     ObjectSource,
+    Offset,
     Reuse,
     Select,
     check_outside_workspace,
@@ -49,6 +51,7 @@ from cp_manage.manage.handlers import (
     state_key,
 )
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
+from cp_manage.swap import swap_in
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -260,27 +263,22 @@ def remove_tree(path: Path) -> None:
 
 
 def swap_into_place(built: Path, target: Path) -> None:
-    """Replace ``target`` (whatever it is) by the folder ``built``, a sibling of it.
-
-    Two renames in the same folder: a reader sees the old dataset or the new one (or, for an
-    instant, none), never a mix; if the second rename fails the old one is put back.
-    """
-    if not os.path.lexists(target):
-        os.rename(built, target)
-        return
-    old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.cpv-old"
-    os.rename(target, old)
-    try:
-        os.rename(built, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    remove_tree(old)
+    """Replace ``target`` (whatever it is) by the folder ``built``, a sibling of it, then
+    remove the old one: ``target`` names the old dataset or the new one at every instant,
+    never a mix nor nothing (``cp_manage.swap``)."""
+    old = swap_in(built, target)
+    if old is not None:
+        remove_tree(old)
 
 
 def build_next_to(target: Path) -> Path:
-    """A new, empty folder beside ``target`` to build its replacement in."""
+    """A new, empty folder beside ``target`` to build its replacement in. The folders that
+    earlier builds of ``target`` left there when they were killed (no live process holds
+    them, see ``partial.hold``) are removed first."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.cpv-tmpdir"):
+        if not in_use(stale):
+            remove_tree(stale)
     built = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".cpv-tmpdir",
                                   dir=target.parent))
     os.chmod(built, 0o755)
@@ -423,11 +421,8 @@ class DirHandler:
                     "exclude patterns", hint="Check the patterns against 'cpv "
                     f"{self.spec.kind} show --json' (its files).")
         built = build_next_to(target)
+        holding = hold(built)  # a killed build is told from a running one by this
         linked = 0
-
-        def advanced(done: int, total: int) -> None:
-            if progress:
-                progress(linked + done, total)
 
         try:
             remaining = dict(md5s)
@@ -446,11 +441,14 @@ class DirHandler:
                     linked += (built / relpath).stat().st_size
                     del remaining[relpath]
 
-            fetch_tree(repo, remaining, built, total=pointer.size, progress=advanced)
+            fetch_tree(repo, remaining, built, total=pointer.size,
+                       progress=Offset(progress, linked))
             swap_into_place(built, target)
         except BaseException:
             remove_tree(built)
             raise
+        finally:
+            os.close(holding)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:
         """Whether the folder ``target`` already holds exactly ``pointer``'s dataset: the same

@@ -3,9 +3,11 @@ mended from here.
 
 Checks: every commit and version tag made here is on the git remote; every object any version
 that is not retired (and HEAD) needs is in storage; every local cache entry still matches its
-md5; no temporary file of an interrupted run is left behind. ``repair`` pushes what is missing
-(commits, tags, objects from the local cache; never what only retired versions need), removes
-corrupt cache entries and stale temporary files.
+md5; no temporary file of an interrupted run is left behind, nor a partial transfer (an
+unfinished S3 multipart upload, a partial file in a local storage folder or in the cache) older
+than the grace period. ``repair`` pushes what is missing (commits, tags, objects from the local
+cache; never what only retired versions need), removes corrupt cache entries and stale
+temporary files, and aborts or removes abandoned partial transfers.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from cp_manage.backends.cache import LocalCache
 from cp_manage.backends.objects import ObjectId, is_object_id
+from cp_manage.backends.partial import DEFAULT_GRACE, Leftover, discard, in_use
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import CPVError
 from cp_manage.fsutil import md5_file
@@ -34,19 +39,31 @@ def _handlers(repo: Repository) -> list[Handler]:
     return [handler_for(repo.model_spec), handler_for(DATA)]
 
 
-def run_doctor(repo: Repository, *, repair: bool = False) -> ValidationReport:
-    """Check (and with ``repair``, mend) the agreement of clone, git remote and storage."""
+def run_doctor(repo: Repository, *, repair: bool = False,
+               grace: float = DEFAULT_GRACE) -> ValidationReport:
+    """Check (and with ``repair``, mend) the agreement of clone, git remote and storage.
+
+    Args:
+        grace: seconds. Partial transfers (unfinished S3 uploads, partial files in storage or
+            the cache) younger than this, by their own timestamps, may belong to a transfer
+            still running elsewhere: they are listed, never removed.
+    """
     report = ValidationReport()
     with repo.locked():
         report.findings.append(_check_temp_files(repo, repair))
         report.findings.append(_check_cache(repo, repair))
+        report.findings.append(_check_partial_downloads(repo, repair, grace))
         report.findings.append(_check_commits(repo, repair))
         report.findings.append(_check_tags(repo, repair))
         report.findings.append(_check_storage(repo, repair))
+        report.findings.append(_check_partial_uploads(repo, repair, grace))
     return report
 
 
 TEMP_PATTERNS = ("*.cpv-tmp", "*.cpv-tmpdir", "*.cpv-old")
+"""Half-written files of killed runs in this clone (doctor holds the clone's lock; a folder a
+download is still building is held, and skipped). Partial transfers, which a rerun continues,
+are checked with a grace period instead."""
 
 
 def _check_temp_files(repo: Repository, repair: bool) -> Finding:
@@ -54,8 +71,8 @@ def _check_temp_files(repo: Repository, repair: bool) -> Finding:
     (``.*.cpv-discarded``) is the user's: reported, never removed."""
     leftovers = sorted({path for pattern in TEMP_PATTERNS for base in (repo.root, repo.cache.root)
                         if base.exists() for path in base.rglob(pattern)
-                        if base == repo.cache.root or ".git" not in path.relative_to(
-                            repo.root).parts})
+                        if (base == repo.cache.root or ".git" not in path.relative_to(
+                            repo.root).parts) and not in_use(path)})
     discarded = sorted(repo.root.glob(".*.cpv-discarded"))
     if discarded:
         names = ", ".join(p.name for p in discarded)
@@ -223,3 +240,78 @@ def _check_storage(repo: Repository, repair: bool) -> Finding:
     return Finding("storage", "failed", f"{len(missing)} object(s) missing from storage, needed "
                    f"by {', '.join(versions)}", "Run 'cpv doctor --repair' to upload them from "
                    "the local cache.")
+
+
+def _check_partial_downloads(repo: Repository, repair: bool, grace: float) -> Finding:
+    """Downloads interrupted before their bytes were all there, kept in the local caches
+    (this clone's, and the one reading without a clone uses) for a rerun to continue."""
+    caches = [repo.cache, LocalCache(repo.config.home / "cache" / repo.team / repo.model)]
+    found = [item for cache in caches for item in cache.leftovers()]
+    return _partials_finding("partial_downloads", "in the local cache", found, repair, grace,
+                             lambda item: discard(Path(item.where)))
+
+
+def _check_partial_uploads(repo: Repository, repair: bool, grace: float) -> Finding:
+    """Uploads interrupted before storage held the whole object: unfinished S3 multipart
+    uploads, partial files in a local storage folder."""
+    try:
+        found = repo.storage.leftovers()
+    except CPVError as e:
+        return Finding("partial_uploads", "failed", f"cannot list unfinished uploads: "
+                       f"{e.message}", e.hint or None)
+    return _partials_finding("partial_uploads", "in storage", found, repair, grace,
+                             repo.storage.remove_leftover)
+
+
+def _partials_finding(check: str, where: str, found: list[Leftover], repair: bool,
+                      grace: float, remove: Callable[[Leftover], None]) -> Finding:
+    """One finding for the partial transfers ``found``: those older than ``grace`` and held
+    by no running process are abandoned (removed with ``repair``); the others are left alone.
+    """
+    items = [item.to_dict() for item in found]
+    if not found:
+        return Finding(check, "passed", f"no partial transfers {where}")
+    young = [item for item in found if item.in_use or item.age < grace]
+    stale = [item for item in found if item not in young]
+    waiting = (f"; {len(young)} younger than {_duration(grace)} or in use left alone (a "
+               "running transfer may own it; the same command resumes it)" if young else "")
+    if not stale:
+        return Finding(check, "passed", f"{_count(young)} {where}{waiting}", items=items)
+    size = _size(sum(item.size for item in stale))
+    if not repair:
+        return Finding(check, "failed", f"{_count(stale)} abandoned {where} ({size}), "
+                       f"older than {_duration(grace)}{waiting}",
+                       "Run the interrupted command again to finish it, or 'cpv doctor "
+                       "--repair' to remove them.", items=items)
+    failed = []
+    for item in stale:
+        try:
+            remove(item)
+        except (CPVError, OSError) as e:
+            failed.append(f"{item.where}: {e}")
+    if failed:
+        return Finding(check, "failed", f"could not remove {len(failed)} of {_count(stale)}: "
+                       f"{'; '.join(failed)}", "Check the permissions, then run 'cpv doctor "
+                       "--repair' again.", items=items)
+    return Finding(check, "passed", f"removed {_count(stale)} abandoned {where} "
+                   f"({size}){waiting}", items=items)
+
+
+def _count(items: list[Leftover]) -> str:
+    return f"{len(items)} partial transfer{'s' if len(items) != 1 else ''}"
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length and seconds % length == 0:
+            return f"{seconds // length:.0f}{unit}"
+    return f"{seconds:g}s"

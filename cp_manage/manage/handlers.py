@@ -10,21 +10,33 @@ or a folder. A source is only ever read: the cache gets a copy, hashed as it is 
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import queue
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cp_manage.backends.cache import FileStat
 from cp_manage.backends.objects import ObjectId
+from cp_manage.backends.partial import PartialMismatch, claimed, discard_state, state_of
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
-from cp_manage.fsutil import Progress, explained, md5_file, progress_phase
+from cp_manage.faults import part_size
+from cp_manage.fsutil import (
+    Progress,
+    atomic_output,
+    copy_file_md5,
+    explained,
+    md5_file,
+    progress_phase,
+    progress_resumed,
+)
+from cp_manage.interrupts import critical, record_resumable
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
 
 if TYPE_CHECKING:
@@ -120,10 +132,16 @@ def check_outside_workspace(repo: Repository, spec: ArtifactSpec, source: Path) 
             hint=f"Upload the whole {spec.name}, or a file or folder outside it.")
 
 
+RESUMABLE_AVERAGE = 2 * part_size(8 * 1024 * 1024)
+"""A folder whose files are this large on average (those storage sends in parallel parts) is
+downloaded file by file through partial files a rerun continues (see ``fetch_tree``); for
+smaller ones it is not worth it."""
+
 T = TypeVar("T")
 R = TypeVar("R")
 WORKERS = 16
 """Concurrent transfers for many small files (storage backends are thread-safe)."""
+MiB = 1024 * 1024
 
 
 def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
@@ -158,10 +176,11 @@ def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
 
     threads = [threading.Thread(target=worker, name="cpv-transfer", daemon=True)
                for _ in range(min(WORKERS, len(items)))]
-    for thread in threads:
-        thread.start()
     results_by_index: dict[int, R] = {}
     try:
+        with critical():  # a signal waits until all are started, so that all are joined
+            for thread in threads:
+                thread.start()
         while len(results_by_index) < len(items):
             index, ok, value = outcomes.get()
             if not ok:
@@ -176,55 +195,132 @@ def run_parallel(work: Callable[[T], R], items: Sequence[T], *,
     return [results_by_index[index] for index in range(len(items))]
 
 
+class Offset:
+    """``progress`` counting ``offset`` bytes more than it is told (those already in place);
+    what a transfer resumes is passed on as it is."""
+
+    def __init__(self, progress: Progress | None, offset: int) -> None:
+        self.progress, self.offset = progress, offset
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(self.offset + done, total)
+
+    def resumed(self, done: int, total: int) -> None:
+        progress_resumed(self.progress, done, total)
+
+
+class ResumedTally:
+    """The progress callback of each of many transfers run together: only what each one
+    resumes is passed on to ``progress``, added up, against their ``total``."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total = progress, total
+        self.found = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, done: int, total: int) -> None:
+        pass
+
+    def resumed(self, already: int, _size: int) -> None:
+        with self.lock:
+            self.found += already
+            progress_resumed(self.progress, self.found, self.total)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What ``upload_objects`` moved: ``total`` bytes of the objects storage lacked, of which
+    ``resumed`` were already there from an interrupted upload (and were not sent again)."""
+
+    total: int
+    resumed: int
+
+    @property
+    def sent(self) -> int:
+        return self.total - self.resumed
+
+
 def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None,
-                   early: EarlyUploads | None = None) -> int:
-    """Copy objects from the local cache to storage; returns the bytes sent.
+                   early: EarlyUploads | None = None) -> Sent:
+    """Copy objects from the local cache to storage.
 
     File objects go first, many at a time, alongside those ``early`` is already sending (which
     are skipped here); directory listings go last, once ``early`` is done too, so a listing in
-    storage always means every file it names is there too (DVC relies on that when it pulls).
+    storage always means every file it names is there too (DVC relies on that when it pulls). An
+    object an interrupted upload began is continued (see ``Storage.upload``); for several
+    objects, ``progress`` hears of what they resumed, added up, against their total.
     """
     ordered = sorted(set(oids))
     offered = dict(early.offered) if early is not None else {}
     files = [oid for oid in ordered if not ObjectId(oid).is_listing and oid not in offered]
     listings = [oid for oid in ordered if ObjectId(oid).is_listing]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
-    sent = 0
+    total = sum(sizes[oid] for oid in files) + sum(offered.values())
+    stored: list[int] = []  # the sizes of the files in storage so far, from any thread
+    lock = threading.Lock()
+
+    def store(oid: str, progress: Progress | None = None) -> int:
+        kept = repo.storage.upload(oid, repo.cache.path(oid), progress=progress)
+        with lock:
+            stored.append(sizes[oid])
+        return kept
+
+    def describe() -> str | None:
+        done = [*stored, *(early.stored() if early is not None else [])]
+        return stored_text(len(done), len(files) + len(offered), sum(done), total) \
+            if done else None
+
+    # An interruption says how much a rerun will not send again (counted once it stopped).
+    record_resumable(describe)
+    resumed = early_total = 0
     if files or offered:
         progress_phase(progress, "sending")
     if len(files) == 1 and not offered:
-        repo.storage.upload(files[0], repo.cache.path(files[0]), progress=progress)
+        resumed = store(files[0], progress)
     elif files or offered:
-        total, done = sum(sizes[oid] for oid in files) + sum(offered.values()), 0
-        lock = threading.Lock()  # early uploads report from their own threads
+        done = 0
+        tally = ResumedTally(progress, total)
 
-        def report(early_sent: int) -> None:
+        def report(early_sent: int) -> None:  # early uploads report from their own thread
             if progress:
                 with lock:
                     progress(done + early_sent, total)
 
-        def stored(oid: str, _result: None) -> None:
-            nonlocal done
+        def sent(oid: str, kept: int) -> None:
+            nonlocal done, resumed
             done += sizes[oid]
+            resumed += kept
             report(early.sent() if early is not None else 0)
 
-        run_parallel(lambda oid: repo.storage.upload(oid, repo.cache.path(oid)), files,
-                     on_done=stored)
+        run_parallel(lambda oid: store(oid, tally), files, on_done=sent)
         if early is not None:
-            sent += early.wait(report)
+            early_total, early_resumed = early.wait(report)
+            resumed += early_resumed
     for oid in listings:
         repo.storage.upload(oid, repo.cache.path(oid))
-    return sent + sum(sizes.values())
+    return Sent(sum(sizes.values()) + early_total, resumed)
+
+
+def stored_text(count: int, of: int, done: int, total: int) -> str:
+    """How many of the files an upload sends are in storage: "3 of the 12 files to send (0.8
+    of 3.1 MiB) are in storage"."""
+    if count == of:
+        things = "the file" if of == 1 else f"the {of} files"
+        return f"{things} to send ({total / MiB:.1f} MiB) {'is' if of == 1 else 'are'} in storage"
+    return (f"{count} of the {of} files to send ({done / MiB:.1f} of {total / MiB:.1f} MiB) "
+            "are in storage")
 
 
 def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
                  progress: Progress | None) -> None:
     """Write object ``oid`` to ``target`` from the local cache, else from storage; verified.
 
-    The file appears at ``target`` only once its md5 matched: a temporary file next to it is
-    renamed into place, so no corrupt or partial file is ever left at the destination.
-    ``size`` is the pointer's: a file's own size, which tells storage how to fetch it; for a
-    listing it is the folder's total, so it is not passed on.
+    The file appears at ``target`` only once its md5 matched. From storage, the bytes first
+    go to the object's partial file in the cache (``LocalCache.partial_path``), never beside
+    ``target``: a download that is interrupted leaves them there, and the next one continues
+    from them. ``size`` is the pointer's: a file's own size, which tells storage how to fetch
+    it; for a listing it is the folder's total, so it is not passed on.
     """
     object_id = ObjectId(oid)
     expected = object_id.md5
@@ -238,24 +334,47 @@ def fetch_object(repo: ObjectSource, oid: str, target: Path, *, size: int,
     # measured once the partial file is gone.
     with explained(target, needed=size or None):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".cpv-tmp",
-                                        dir=target.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        tmp.unlink()
-        try:
-            md5 = repo.storage.download(oid, tmp, progress=progress,
-                                        size=None if object_id.is_listing else size)
-            if md5 != expected:
-                raise IntegrityError(
-                    f"The stored object {oid} is corrupt (its bytes hash to {md5})",
-                    hint="Run 'cpv doctor --repair' from a machine that has a good copy "
-                    "cached.")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with claimed(repo.cache.partial_path(oid)) as (partial, _held):
+            for attempt in (1, 2):
+                # A partial file with a record of its progress is continued; if what it then
+                # hashes to is wrong, its bytes (not storage's) may be to blame: once more
+                # from byte 0 decides.
+                continued = attempt == 1 and state_of(partial).exists()
+                try:
+                    md5 = repo.storage.download(oid, partial, progress=progress, resume=True,
+                                                size=None if ObjectId(oid).is_listing else size)
+                except PartialMismatch:
+                    md5 = "the partial file's bytes changed"
+                if md5 == expected:
+                    break
+                discard_state(partial)
+                os.truncate(partial, 0)
+                if not continued:
+                    raise IntegrityError(
+                        f"The stored object {oid} is corrupt (its bytes hash to {md5})",
+                        hint="Run 'cpv doctor --repair' from a machine that has a good copy "
+                        "cached.")
+            discard_state(partial)
+            os.chmod(partial, 0o644)
+            move_into_place(partial, target, expected_md5=expected)
+
+
+def move_into_place(source: Path, target: Path, *, expected_md5: str) -> None:
+    """Rename the checked file ``source`` to ``target``; across file systems, copy it to a
+    temporary file beside ``target`` (its md5 checked again) and rename that."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    size = source.stat().st_size
+    with open(source, "rb") as reader, atomic_output(target, size=size) as writer:
+        md5, _ = copy_file_md5(reader, writer, total=size)
+        if md5 != expected_md5:
+            raise IntegrityError(f"{source} changed while it was copied to {target}",
+                                 hint="Run the command again.")
+    os.unlink(source)
 
 
 def _link_into_place(existing: Path, target: Path) -> bool:
@@ -293,7 +412,9 @@ def fetch_tree(repo: ObjectSource, md5s: dict[str, str], root: Path, *, total: i
     ``root`` is a new folder nobody uses yet, renamed into place only once every file in it has
     been checked (``dataset.swap_into_place``); so each file is written straight at its path in
     it, without the temporary file, rename and permission change per file of ``fetch_object``,
-    and every folder is made once, before the transfers.
+    and every folder is made once, before the transfers. Files of a folder of large files
+    (``RESUMABLE_AVERAGE`` or more on average: a sharded checkpoint) go through
+    ``fetch_object`` instead, so an interrupted download of the folder continues each of them.
 
     Raises:
         IntegrityError: a stored object does not match its md5.
@@ -302,10 +423,14 @@ def fetch_tree(repo: ObjectSource, md5s: dict[str, str], root: Path, *, total: i
     for folder in sorted({os.path.dirname(relpath) for relpath in md5s} - {""}):
         (root / folder).mkdir(parents=True, exist_ok=True)
     done = 0
+    tally = ResumedTally(progress, total) if total >= RESUMABLE_AVERAGE * len(md5s) else None
 
     def fetch(relpath: str) -> int:
         oid, target = md5s[relpath], root / relpath
         if not repo.cache.export(oid, target):
+            if tally is not None:
+                fetch_object(repo, oid, target, size=0, progress=tally)
+                return os.stat(target).st_size
             md5 = repo.storage.download(oid, target)
             if md5 != oid:
                 raise IntegrityError(

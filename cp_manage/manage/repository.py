@@ -32,6 +32,7 @@ from cp_manage.errors import (
     NotARepositoryError,
     VersionNotFoundError,
 )
+from cp_manage.fsutil import atomic_write_bytes
 from cp_manage.locking import exclusive
 from cp_manage.manage.catalog import DATA_PATH as DATA_PATH  # noqa: PLC0414 - re-exported
 from cp_manage.manage.catalog import METRICS_FILE as METRICS_FILE  # noqa: PLC0414
@@ -53,6 +54,7 @@ from cp_manage.manage.setup import InitResult as InitResult  # noqa: PLC0414
 from cp_manage.manage.setup import ensure_ignored as ensure_ignored  # noqa: PLC0414
 from cp_manage.manage.setup import init_repository, read_repo_file
 from cp_manage.spec import DATA, ArtifactSpec
+from cp_manage.swap import recover
 from cp_manage.versions import Kind, Version
 
 logger = logging.getLogger(__name__)
@@ -204,11 +206,33 @@ class Repository:
         self._private.mkdir(parents=True, exist_ok=True)
         with exclusive(self._private / "lock",
                        f"Another cpv command is still running in {self.root}"):
+            for spec in (self.model_spec, DATA):
+                if recover(self.root / spec.path):  # a swap killed half-way: see cp_manage.swap
+                    logger.warning("Put back %s, which an interrupted command had set aside",
+                                   spec.path)
             try:
                 yield
             finally:
                 self.cache.flush()  # nothing is recorded about an object before it is on disk
                 self.state.save()
+
+    def exclude_temporaries(self) -> None:
+        """Make git ignore cpv's temporary files in this clone from now on (through
+        ``.git/info/exclude``), whatever the committed ``.gitignore`` says: one written before
+        cpv listed them gets them only with its next commit."""
+        path = self.root / ".git" / "info" / "exclude"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError):
+            return  # not a plain .git folder: .gitignore covers new repositories
+        missing = [pattern for pattern in TEMPORARY_PATTERNS if pattern not in text.splitlines()]
+        if missing:
+            if text and not text.endswith("\n"):
+                text += "\n"
+            atomic_write_bytes(path, (text + "".join(
+                f"{line}\n" for line in [IGNORE_COMMENT, *missing])).encode())
 
     def branch(self) -> str:
         """The branch checked out (GitError when HEAD is detached)."""

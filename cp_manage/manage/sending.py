@@ -38,7 +38,8 @@ class EarlyUploads:
         self.repo = repo
         self.offered: dict[str, int] = {}  # object id -> size
         self._done: dict[str, int] = {}  # object id -> bytes of it sent (or known stored)
-        self._uploaded = 0
+        self._stored: list[int] = []  # the sizes of those storage lacked, once stored
+        self._resumed = 0  # bytes of them storage held from an interrupted upload
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -67,10 +68,11 @@ class EarlyUploads:
                 continue  # failed or closed: drain without sending
             try:
                 if self.repo.storage.missing([oid]):
-                    self.repo.storage.upload(oid, self.repo.cache.path(oid),
-                                             progress=self._progress_of(oid))
+                    kept = self.repo.storage.upload(oid, self.repo.cache.path(oid),
+                                                    progress=self._progress_of(oid))
                     with self._lock:
-                        self._uploaded += self.offered[oid]
+                        self._stored.append(self.offered[oid])
+                        self._resumed += kept
                 self._advance(oid, self.offered[oid])
             except BaseException as e:  # raised by wait, in the calling thread
                 with self._lock:
@@ -95,9 +97,15 @@ class EarlyUploads:
         with self._lock:
             return sum(self._done.values())
 
-    def wait(self, report: Callable[[int], None] | None = None) -> int:
+    def stored(self) -> list[int]:
+        """The sizes of the offered files storage lacked that are now stored."""
+        with self._lock:
+            return list(self._stored)
+
+    def wait(self, report: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Wait until every offered file is stored, telling ``report`` the bytes sent so far
-        as they grow; returns the bytes uploaded (not those storage already had).
+        as they grow; returns the bytes of the files storage lacked, and how many of those it
+        held already from an interrupted upload (and were not sent again).
 
         Raises:
             Whatever an upload raised (StorageError, ...).
@@ -109,7 +117,8 @@ class EarlyUploads:
             self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._uploaded
+        with self._lock:
+            return sum(self._stored), self._resumed
 
     def close(self) -> None:
         """Send nothing more; wait for the file under way (its upload is whole or aborted)."""

@@ -33,9 +33,11 @@ SKELETON_PATHS = (REPO_FILE, "README.md", "train.py", ".gitignore", METRICS_FILE
                   ".dvc/config", ".dvc/.gitignore")
 
 IGNORE_COMMENT = "# cpv's temporary files"
-TEMPORARY_PATTERNS = ("*.cpv-tmp", "*.cpv-tmpdir", "*.cpv-old", "*.cpv-discarded")
+TEMPORARY_PATTERNS = ("*.cpv-tmp", "*.cpv-tmpdir", "*.cpv-old", "*.cpv-discarded",
+                      "*.cpv-partial", "*.cpv-state")
 """What cpv writes beside the files it replaces: half-written files and folders, an old
-dataset being swapped out, work a forced revert set aside. None of it belongs in git."""
+dataset being swapped out, work a forced revert set aside, partial transfers a rerun continues
+(with their state). None of it belongs in git."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ def ensure_ignored(raw: bytes | None, path: str, *, temporary: bool = False) -> 
     lines = text.splitlines()
     missing = [f"/{path}"] if f"/{path}" not in lines else []
     if temporary and not set(TEMPORARY_PATTERNS) <= set(lines):
-        missing += [IGNORE_COMMENT, *[p for p in TEMPORARY_PATTERNS if p not in lines]]
+        missing += [IGNORE_COMMENT] if IGNORE_COMMENT not in lines else []
+        missing += [p for p in TEMPORARY_PATTERNS if p not in lines]
     if not missing:
         return text.encode()
     if text and not text.endswith("\n"):

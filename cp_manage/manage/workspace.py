@@ -10,6 +10,7 @@ commit is pushed.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import stat
 import threading
@@ -19,9 +20,12 @@ from typing import Any
 
 from cp_manage.artifacts import encode_metrics
 from cp_manage.backends.cache import FileStat
+from cp_manage.backends.partial import hold
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import PointerError, UnsavedChangesError
+from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
+from cp_manage.interrupts import critical
 from cp_manage.manage.dataset import DirHandler, build_next_to, remove_tree
 from cp_manage.manage.handlers import FileHandler, Handler, Reuse
 from cp_manage.manage.repository import (
@@ -32,6 +36,7 @@ from cp_manage.manage.repository import (
     last_metrics,
 )
 from cp_manage.spec import ArtifactSpec
+from cp_manage.swap import remove, swap_in
 
 
 def handler_for(spec: ArtifactSpec) -> Handler:
@@ -94,6 +99,7 @@ class WorkspaceCopies:
     def __init__(self, artifact: Path) -> None:
         self.artifact = artifact
         self.root: Path | None = None
+        self._holding: int | None = None  # so that no other build_next_to takes it for stale
         self._md5s: dict[str, str] = {}
         self._lock = threading.Lock()  # a folder's files are hashed on many threads
 
@@ -102,6 +108,7 @@ class WorkspaceCopies:
         with self._lock:
             if self.root is None:
                 self.root = build_next_to(self.artifact)
+                self._holding = hold(self.root)
             root = self.root
         path = root / relpath
         if "/" in relpath:
@@ -123,7 +130,10 @@ class WorkspaceCopies:
     def discard(self) -> None:
         with self._lock:
             root, self.root = self.root, None
+            holding, self._holding = self._holding, None
             self._md5s.clear()
+        if holding is not None:
+            os.close(holding)
         if root is not None:
             remove_tree(root)
 
@@ -162,7 +172,16 @@ def check_workspace(repo: Repository, spec: ArtifactSpec, *, force: bool,
 
 @dataclass
 class Restore:
-    """One artifact going to a stored version in the workspace, undoable until committed."""
+    """One artifact going to a stored version in the workspace, undoable until committed.
+
+    The wanted version is written beside the artifact under a hidden, git-ignored name, checked,
+    and swapped in (``cp_manage.swap``): the artifact's path names the old version or the
+    wanted one at every instant, even when cpv is killed, and a rerun finds the wanted one
+    there and only commits it. The old version waits under the hidden name until the commit
+    is pushed (``finish``: pooled or removed); ``undo`` swaps it back. Unsaved work that a
+    forced restore replaces is first linked (or copied) to ``.NAME.cpv-discarded``, where it
+    stays for the user to see if cpv is killed, and is dropped once the commit is pushed.
+    """
 
     repo: Repository
     spec: ArtifactSpec
@@ -171,7 +190,9 @@ class Restore:
     state: WorkspaceState
     copies: WorkspaceCopies | None = None
     applied: bool = False
-    kept: Path | None = None
+    previous: Path | None = None
+    """The version the workspace held, under a hidden name, from ``apply`` until ``finish``."""
+    discarded: Path | None = None
 
     @property
     def target(self) -> Path:
@@ -196,22 +217,42 @@ class Restore:
     def apply(self, progress: Progress | None) -> None:
         """Write the wanted version into the workspace (unless it is there already)."""
         repo, target = self.repo, self.target
-        if self.workspace != self.wanted.oid:
-            if self.unsaved:
-                # Forced: the work is discarded only once the commit is pushed; until then it
-                # waits beside the artifact (where a killed run leaves it for the user to see).
-                self.kept = target.with_name(f".{target.name}.cpv-discarded")
-                remove(self.kept)
-                os.replace(target, self.kept)
-            elif self.workspace is not None and self._poolable():
-                repo.pool.put(target, self.workspace)  # saved bytes: keep them for switching back
-            if not (self._poolable() and repo.pool.take(self.wanted.oid, target)):
-                self.handler.materialize(repo, self.wanted, target, progress=progress,
-                                         reuse=self._reuse())
-            if self.copies is not None:
-                self.copies.discard()  # what the workspace took is its only link again
-            self.handler.remember_workspace(repo, self.wanted)
-            self.applied = True
+        if self.workspace == self.wanted.oid:
+            return
+        repo.exclude_temporaries()
+        if self.unsaved:
+            self.discarded = target.with_name(f".{target.name}.cpv-discarded")
+            set_aside(target, self.discarded)
+        staged = self._staging_path()
+        try:
+            self._stage(staged, progress)
+            crash_point("workspace_staged")
+            with critical():  # a signal cannot fall between the swap and its record
+                self.previous = swap_in(staged, target)
+                self.applied = True
+        except BaseException:
+            if not self.applied:
+                remove(staged)
+            raise
+        self.handler.remember_workspace(repo, self.wanted)
+
+    def _staging_path(self) -> Path:
+        """A hidden, git-ignored name beside the artifact for the wanted version."""
+        target = self.target
+        suffix = "cpv-tmpdir" if self.spec.tree else "cpv-tmp"
+        return target.with_name(f".{target.name}.{secrets.token_hex(4)}.{suffix}")
+
+    def _stage(self, staged: Path, progress: Progress | None) -> None:
+        """Write the wanted version, complete and md5-checked, to ``staged``: from the pool,
+        else from the cache or storage (a folder links the files the saved workspace folder
+        already holds instead of copying them). An interruption leaves a partial ``staged``,
+        which ``apply`` removes."""
+        if self._poolable() and self.repo.pool.take(self.wanted.oid, staged):
+            return
+        self.handler.materialize(self.repo, self.wanted, staged, progress=progress,
+                                 reuse=self._reuse())
+        if self.copies is not None:
+            self.copies.discard()  # what ``staged`` took is its only link again
 
     def _reuse(self) -> Reuse | None:
         """Where files may be linked from instead of copied out of the cache: the files the
@@ -244,28 +285,36 @@ class Restore:
         return not self.spec.tree and not self.target.is_dir()
 
     def finish(self) -> None:
-        """The commit is pushed: drop the discarded work."""
-        if self.kept is not None:
-            remove(self.kept)
-            self.kept = None
+        """The commit is pushed: the old version goes to the pool (a saved file, for switching
+        back) or away, and so does the discarded work."""
+        previous, self.previous = self.previous, None
+        if previous is not None:
+            pooled = (not self.spec.tree and not self.unsaved and self.workspace is not None
+                      and previous.is_file() and self.repo.pool.put(previous, self.workspace))
+            if not pooled:
+                remove(previous)
+        if self.discarded is not None:
+            remove(self.discarded)
+            self.discarded = None
 
     def undo(self) -> None:
-        """Put back what the workspace held: the artifact of HEAD, or the forced work."""
+        """Put back what the workspace held (the wanted version goes to the pool, or away)."""
         repo, target = self.repo, self.target
-        if self.kept is not None:
-            remove(target)
-            os.replace(self.kept, target)
-            self.kept = None
-            return
-        if self.applied and self.current is not None and not self.unsaved:
-            if self._poolable():
-                repo.pool.put(target, self.wanted.oid)
-                if repo.pool.take(self.current.oid, target):
-                    self.handler.remember_workspace(repo, self.current)
-                    return
-            if repo.cache.has(self.current.oid):
-                self.handler.materialize(repo, self.current, target, progress=None)
+        if self.applied:
+            with critical():
+                back = swap_in(self.previous, target) if self.previous is not None else target
+                self.previous, self.applied = None, False
+            if back is not None:
+                pooled = (not self.spec.tree and back.is_file()
+                          and repo.pool.put(back, self.wanted.oid))
+                if not pooled:
+                    remove(back)
+            if self.current is not None and not self.unsaved and (
+                    not self.spec.tree or repo.cache.has(self.current.oid)):
                 self.handler.remember_workspace(repo, self.current)
+        if self.discarded is not None:  # the work is back at (or never left) the artifact
+            remove(self.discarded)
+            self.discarded = None
 
     def changes(self, head: str | None) -> dict[str, bytes]:
         return pointer_changes(self.repo, self.spec, head, self.wanted, self.metrics)
@@ -307,9 +356,21 @@ def restore_and_commit(repo: Repository, restores: list[Restore], message: str, 
         raise
 
 
-def remove(path: Path) -> None:
-    """Remove a file, a link or a folder tree, whichever ``path`` is."""
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+def set_aside(target: Path, aside: Path) -> None:
+    """Make ``aside`` hold what ``target`` holds (replacing what ``aside`` held) without
+    touching ``target``: hard links of its files, or copies where links are refused."""
+    remove(aside)
+    if not target.is_dir() or target.is_symlink():
+        try:
+            os.link(target, aside, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(target, aside, follow_symlinks=False)
+        return
+    shutil.copytree(target, aside, symlinks=True, copy_function=_link_or_copy)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)

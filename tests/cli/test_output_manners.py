@@ -242,7 +242,8 @@ def test_the_default_download_folder_is_outside_the_working_tree(
 
 
 LEFTOVERS = (".model.bin.k3j1x.cpv-tmp", ".data.q9x.cpv-tmpdir/train/a.txt",
-             ".data.1f2e3d4c.cpv-old/b.txt", ".model.bin.cpv-discarded", "data/.a.txt.x.cpv-tmp")
+             ".data.1f2e3d4c.cpv-old/b.txt", ".model.bin.cpv-discarded", "data/.a.txt.x.cpv-tmp",
+             ".model.bin.cpv-partial", "cpv-partial/0a1b.cpv-state")
 
 
 def test_the_gitignore_ignores_cpv_temporary_files(repo: ModelRepo) -> None:

@@ -99,10 +99,10 @@ def test_large_files_are_sent_while_the_rest_is_hashed(
     sending_began = threading.Event()
     real_upload = LocalStorage.upload
 
-    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> None:
+    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> int:
         sent.append(oid)
         sending_began.set()
-        real_upload(self, oid, path, **kwargs)
+        return real_upload(self, oid, path, **kwargs)
 
     # The last shard's hashing waits until storage has begun on an earlier one: it never
     # would if nothing went to storage before every file was hashed.
@@ -133,10 +133,10 @@ def test_a_failed_early_upload_fails_the_upload_and_changes_nothing(
     victim = md5_of(source / SHARDS[1])
     real_upload = LocalStorage.upload
 
-    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> None:
+    def upload(self: LocalStorage, oid: str, path: Path, **kwargs: Any) -> int:
         if oid == victim:  # the disk's failure only
             raise StorageError(f"Cannot write {oid} to storage {self.root}: I/O error")
-        real_upload(self, oid, path, **kwargs)
+        return real_upload(self, oid, path, **kwargs)
 
     monkeypatch.setattr(LocalStorage, "upload", upload)
     before = folder_repo.snapshot()
