@@ -804,3 +804,28 @@ def test_git_clone_and_push_over_ssh(tmp_path: Path) -> None:
     assert run(["git", "log", "--format=%s", "main"], bare, env).strip() == "first"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_consecutive_multipart_uploads_share_their_part_buffers(
+        storage: S3Storage, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder's shards go one after another: the second maps no buffers of its own, and the
+    bytes stored are each file's."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    made: list[int] = []
+    real_pool = s3_module.BufferPool
+
+    def pool(size: int) -> Any:
+        made.append(size)
+        return real_pool(size)
+
+    monkeypatch.setattr(s3_module, "BufferPool", pool)
+    md5s = [write_random(tmp_path / f"shard-{n}", 2 * 5 * MiB + 17) for n in range(2)]
+    for n, md5 in enumerate(md5s):
+        storage.upload(md5, tmp_path / f"shard-{n}")
+    assert made == [5 * MiB]
+    for md5 in md5s:
+        stored = storage.client.get_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/"
+                                           f"{md5[2:]}")["Body"].read()
+        assert hashlib.md5(stored).hexdigest() == md5

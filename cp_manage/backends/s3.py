@@ -84,6 +84,10 @@ window of ``DOWNLOAD_WINDOW`` parts (see ``S3Storage._download_window``): the fo
 stays that of one object, while its md5s run on every core and no object's first or last parts
 leave the link idle."""
 
+BUFFERS_LINGER = 2.0
+"""Seconds the part buffers of a finished multipart upload wait for the next one (a folder's
+shards go one after another) before they are unmapped."""
+
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
 """Above this many objects, ``missing`` lists the prefix instead of one HEAD per object."""
@@ -157,6 +161,7 @@ class S3Storage:
         self._session: Any = None
         self._client_lock = threading.Lock()
         self._large = threading.Semaphore(LARGE_AT_ONCE)
+        self._upload_buffers = _LingeringBuffers(BUFFERS_LINGER)
         self._ranged = threading.Semaphore(RANGED_AT_ONCE)
         self._ranged_active = 0
         self._ranged_lock = threading.Lock()
@@ -876,6 +881,53 @@ def _open_direct(target: Path) -> int | None:
     return open_direct(target, os.O_WRONLY)
 
 
+class _LingeringBuffers:
+    """The ``BufferPool`` of the multipart upload under way, kept ``linger`` seconds after it
+    ends for the next one with the same part size.
+
+    Mapping a part's buffer (its first touch, page by page) and unmapping it cost as much as
+    a fraction of a second per upload on a busy machine; a folder's shards, sent one after
+    another, pay that once instead of once each. An idle process gives the memory back.
+    """
+
+    def __init__(self, linger: float) -> None:
+        self.linger = linger
+        self.lock = threading.Lock()
+        self.idle: BufferPool | None = None
+        self.timer: threading.Timer | None = None
+
+    def take(self, size: int) -> BufferPool:
+        with self.lock:
+            pool, self.idle = self.idle, None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        if pool is not None and pool.size == size:
+            return pool
+        if pool is not None:
+            pool.close()
+        return BufferPool(size)
+
+    def give_back(self, pool: BufferPool) -> None:
+        with self.lock:
+            if self.idle is not None:  # two uploads at once (never, with LARGE_AT_ONCE = 1)
+                pool.close()
+                return
+            self.idle = pool
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = threading.Timer(self.linger, self._release, args=(pool,))
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _release(self, pool: BufferPool) -> None:
+        with self.lock:
+            if self.idle is not pool:
+                return  # taken again meanwhile
+            self.idle = self.timer = None
+        pool.close()
+
+
 class _PartedUpload:
     """One multipart upload: up to ``UPLOAD_WORKERS`` parts at once, each read into an aligned
     buffer and sent from it, or, when an interrupted upload of the same object already holds
@@ -906,7 +958,7 @@ class _PartedUpload:
         self.workers = min(UPLOAD_WORKERS, len(self.parts),
                            max(1, UPLOAD_MEMORY // part) if self.buffered else UPLOAD_WORKERS)
         self.lock = threading.Lock()
-        self.pool = BufferPool(part)
+        self.pool = storage._upload_buffers.take(part)
         self.sent = 0
         self.reused = 0
         self.failed = False
@@ -949,7 +1001,7 @@ class _PartedUpload:
             os.close(self.fd)
             if self.direct is not None:
                 os.close(self.direct)
-            self.pool.close()
+            self.storage._upload_buffers.give_back(self.pool)
 
     def _send_all(self, upload_id: str, stored: dict[int, dict[str, Any]]) -> None:
         from concurrent.futures import FIRST_EXCEPTION, wait
