@@ -159,19 +159,23 @@ def md5_file(path: Path, *, progress: Progress | None = None) -> str:
 
 
 def copy_with_md5(source: BinaryIO, target: BinaryIO, *, total: int,
-                  progress: Progress | None = None) -> tuple[str, int]:
-    """Copy a stream to another while hashing it; returns (md5, bytes copied).
+                  progress: Progress | None = None,
+                  also: BinaryIO | None = None) -> tuple[str, int]:
+    """Copy a stream to another (and to ``also``, when given) while hashing it; returns (md5,
+    bytes copied).
 
     Writing runs on a second thread fed the very chunks that are hashed, so what lands in
     ``target`` is exactly what was hashed, and the two (both release the GIL) overlap: a large
     copy costs about as much as hashing alone. Memory stays under ``PIPELINE_DEPTH`` chunks.
     """
+    targets = [target] if also is None else [target, also]
     digest = hashlib.md5(usedforsecurity=False)
     done = 0
     if total <= PIPELINE_MIN:
         while chunk := source.read(CHUNK):
             digest.update(chunk)
-            target.write(chunk)
+            for each in targets:
+                each.write(chunk)
             done += len(chunk)
             if progress:
                 progress(done, total)
@@ -184,7 +188,8 @@ def copy_with_md5(source: BinaryIO, target: BinaryIO, *, total: int,
             if failures:
                 continue  # drain, so the reader never blocks on a full queue
             try:
-                target.write(chunk)
+                for each in targets:
+                    each.write(chunk)
             except BaseException as e:  # re-raised in the calling thread
                 failures.append(e)
 
@@ -206,8 +211,12 @@ def copy_with_md5(source: BinaryIO, target: BinaryIO, *, total: int,
 
 
 def copy_file_md5(source: BinaryIO, target: BinaryIO, *, total: int,
-                  progress: Progress | None = None, direct: bool = True) -> tuple[str, int]:
+                  progress: Progress | None = None, direct: bool = True,
+                  also: BinaryIO | None = None) -> tuple[str, int]:
     """Copy file ``source`` into file ``target`` and return the md5 of what landed there.
+
+    ``also``, a second new file, gets the very same bytes from the very same buffers: one read
+    and one hash make two copies (the cache's and the workspace's).
 
     Both files are used from offset 0, and at most ``total`` bytes (the size seen at the start)
     are copied: a file that keeps growing ends there. Three ways, the first that works:
@@ -227,12 +236,16 @@ def copy_file_md5(source: BinaryIO, target: BinaryIO, *, total: int,
     if direct and total > PIPELINE_MIN:
         direct_fd = open_direct(dst, os.O_WRONLY)
         if direct_fd is not None:
-            writer = DirectWriter(direct_fd, dst)
+            writers = [DirectWriter(direct_fd, dst)]
+            if also is not None:
+                writers.append(DirectWriter(open_direct(also.fileno(), os.O_WRONLY),
+                                            also.fileno()))
             try:
-                return _copy_direct_md5(src, writer, total, progress)
+                return _copy_direct_md5(src, writers, total, progress)
             finally:
-                writer.close()
-    kernel_copy = (hasattr(os, "copy_file_range") and total > PIPELINE_MIN
+                for writer in writers:
+                    writer.close()
+    kernel_copy = (also is None and hasattr(os, "copy_file_range") and total > PIPELINE_MIN
                    and fcntl.fcntl(dst, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR)
     first = 0
     if kernel_copy:
@@ -243,7 +256,7 @@ def copy_file_md5(source: BinaryIO, target: BinaryIO, *, total: int,
                 raise
             kernel_copy = False
     if not kernel_copy:
-        return copy_with_md5(source, target, total=total, progress=progress)
+        return copy_with_md5(source, target, total=total, progress=progress, also=also)
     copy = _KernelCopy(src, dst, total, first)
     digest = hashlib.md5(usedforsecurity=False)
     hashed = 0
@@ -273,10 +286,10 @@ def copy_file_md5(source: BinaryIO, target: BinaryIO, *, total: int,
     return digest.hexdigest(), hashed
 
 
-def _copy_direct_md5(source: int, writer: DirectWriter, total: int,
+def _copy_direct_md5(source: int, writers: list[DirectWriter], total: int,
                      progress: Progress | None) -> tuple[str, int]:
-    """Read, hash, then write each chunk from one aligned buffer; writes run on a second
-    thread. At most ``DIRECT_DEPTH`` buffers exist, so memory stays bounded."""
+    """Read, hash, then write each chunk from one aligned buffer (to every writer); writes run
+    on a second thread. At most ``DIRECT_DEPTH`` buffers exist, so memory stays bounded."""
     digest = hashlib.md5(usedforsecurity=False)
     done = 0
     buffers = [mmap.mmap(-1, DIRECT_CHUNK) for _ in range(DIRECT_DEPTH)]
@@ -291,7 +304,8 @@ def _copy_direct_md5(source: int, writer: DirectWriter, total: int,
             buffer, length, offset = item
             if not failures:
                 try:
-                    writer.write(buffer, length, offset)
+                    for writer in writers:
+                        writer.write(buffer, length, offset)
                 except BaseException as e:  # re-raised in the calling thread
                     failures.append(e)
             free.put(buffer)

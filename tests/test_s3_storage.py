@@ -504,17 +504,19 @@ def test_a_folder_is_fetched_one_get_per_file_and_every_file_is_checked(
     assert os.listdir(downloads) == ["out"], "no half folder left"
 
 
-def test_large_objects_go_one_at_a_time_whatever_the_threads(
+def test_large_objects_share_one_memory_budget_whatever_the_threads(
         storage: S3Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A folder of shards transfers them in turn (each in parallel parts): its memory is that
-    of one shard's buffers, not of one per thread."""
+    """A folder of shards sends them in turn (each in parallel parts) and fetches several at
+    once, sharing one window of parts: its memory is about that of one shard's buffers, not
+    of one per thread."""
     monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)  # S3's smallest part
     monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
     monkeypatch.setattr(s3_module, "DOWNLOAD_PART", MiB)
     active, peak = [0], [0]
     lock = threading.Lock()
+    together = threading.Barrier(s3_module.RANGED_AT_ONCE, timeout=60)
 
-    def counted(kind: type[Any]) -> None:
+    def counted(kind: type[Any], *, meet: bool = False) -> None:
         real = kind.run
 
         def run(self: Any) -> Any:
@@ -522,6 +524,8 @@ def test_large_objects_go_one_at_a_time_whatever_the_threads(
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
             try:
+                if meet:
+                    together.wait()  # fails unless that many downloads may run at once
                 return real(self)
             finally:
                 with lock:
@@ -529,15 +533,40 @@ def test_large_objects_go_one_at_a_time_whatever_the_threads(
 
         monkeypatch.setattr(kind, "run", run)
 
+    held, most = [0], [0]
+    real_take, real_give_back = s3_module.BufferPool.take, s3_module.BufferPool.give_back
+
+    def take(self: Any) -> Any:
+        if self.size == MiB:  # a download's part buffer
+            with lock:
+                held[0] += 1
+                most[0] = max(most[0], held[0])
+        return real_take(self)
+
+    def give_back(self: Any, buffer: Any) -> None:
+        if self.size == MiB:
+            with lock:
+                held[0] -= 1
+        real_give_back(self, buffer)
+
+    monkeypatch.setattr(s3_module.BufferPool, "take", take)
+    monkeypatch.setattr(s3_module.BufferPool, "give_back", give_back)
     counted(s3_module._PartedUpload)
-    counted(s3_module._RangedDownload)
-    shards = [write_random(tmp_path / f"shard{n}", 6 * MiB) for n in range(4)]
+    shards = [write_random(tmp_path / f"shard{n}", 12 * MiB) for n in range(4)]
     handlers.run_parallel(lambda n: storage.upload(shards[n], tmp_path / f"shard{n}"),
                           range(4))
     assert peak == [1]
+
+    counted(s3_module._RangedDownload, meet=True)
+    peak[0] = 0
     got = handlers.run_parallel(lambda n: storage.download(shards[n], tmp_path / f"back{n}"),
                                 range(4))
-    assert got == shards and peak == [1]
+    assert got == shards and peak == [s3_module.RANGED_AT_ONCE]
+    for n in range(4):
+        assert (tmp_path / f"back{n}").read_bytes() == (tmp_path / f"shard{n}").read_bytes()
+    # Each download's share of the window is set as its parts start: one that started alone
+    # may finish the parts it began before it holds no more than its share.
+    assert 0 < most[0] <= 2 * s3_module.DOWNLOAD_WINDOW
 
 
 def test_the_connection_pool_serves_every_transfer_thread(storage: S3Storage) -> None:
@@ -775,3 +804,28 @@ def test_git_clone_and_push_over_ssh(tmp_path: Path) -> None:
     assert run(["git", "log", "--format=%s", "main"], bare, env).strip() == "first"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+def test_consecutive_multipart_uploads_share_their_part_buffers(
+        storage: S3Storage, bucket: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder's shards go one after another: the second maps no buffers of its own, and the
+    bytes stored are each file's."""
+    monkeypatch.setattr(s3_module, "UPLOAD_PART", 5 * MiB)
+    monkeypatch.setattr(s3_module, "SMALL_OBJECT", 5 * MiB)
+    made: list[int] = []
+    real_pool = s3_module.BufferPool
+
+    def pool(size: int) -> Any:
+        made.append(size)
+        return real_pool(size)
+
+    monkeypatch.setattr(s3_module, "BufferPool", pool)
+    md5s = [write_random(tmp_path / f"shard-{n}", 2 * 5 * MiB + 17) for n in range(2)]
+    for n, md5 in enumerate(md5s):
+        storage.upload(md5, tmp_path / f"shard-{n}")
+    assert made == [5 * MiB]
+    for md5 in md5s:
+        stored = storage.client.get_object(Bucket=bucket, Key=f"{PREFIX}/files/md5/{md5[:2]}/"
+                                           f"{md5[2:]}")["Body"].read()
+        assert hashlib.md5(stored).hexdigest() == md5

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cp_manage.backends.objects import ObjectId, object_key
 from cp_manage.backends.partial import (
@@ -30,6 +31,7 @@ from cp_manage.backends.partial import (
 from cp_manage.errors import ArtifactNotFoundError, IntegrityError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import (
+    PIPELINE_MIN,
     Progress,
     atomic_output,
     atomic_write_bytes,
@@ -47,6 +49,11 @@ BACKGROUND_SYNC = 64 * 1024 * 1024
 """Objects this large reach the disk while they upload rather than before."""
 SMALL_FILE = 1024 * 1024
 """Files up to this size are copied into the cache in one read and one write."""
+LARGE_COPIES = 1
+"""Files above ``fsutil.PIPELINE_MIN`` are copied in this many at a time, however many threads
+ask (a folder of shards). Each holds ``fsutil.DIRECT_DEPTH`` buffers and a core for md5; one
+at a time, the first shard is ready to be sent soonest (``manage.sending``), and the upload
+under way keeps the other core."""
 SYNC_EACH = 16
 """Up to this many small objects, ``flush`` syncs each; more, the whole filesystem at once."""
 
@@ -114,6 +121,7 @@ class LocalCache:
         self._batch: set[str] = set()  # small objects written since the last flush
         self._batch_fd: int | None = None  # opened before the first of them: see flush
         self._lock = threading.Lock()  # datasets add files from many threads
+        self._large_copies = threading.Semaphore(LARGE_COPIES)
 
     def path(self, oid: str) -> Path:
         return self.root / object_key(oid)
@@ -139,7 +147,7 @@ class LocalCache:
         return found + file_leftovers(iter(orphans))
 
     def add_file(self, source: Path, *, known_md5: str | None = None,
-                 progress: Progress | None = None) -> str:
+                 progress: Progress | None = None, copy_to: Path | None = None) -> str:
         """Copy ``source`` into the cache and hash the copy; returns its md5.
 
         The copy, not the workspace file, is hashed and later uploaded, so the stored bytes are
@@ -148,16 +156,25 @@ class LocalCache:
         reflinks (btrfs, XFS) a large copy shares the source's blocks until either is written:
         made at once, and just as private.
 
+        ``copy_to``, a path that must not exist, gets a second private copy (mode 0644) of the
+        very bytes hashed, from the same buffers: what the workspace needs after an upload from
+        elsewhere, for one read and one hash. It is written only when the file is copied in
+        (not when ``known_md5`` is already cached), and removed if the copy fails.
+
         Raises:
             ArtifactNotFoundError: the file vanished or changed while it was being read.
         """
         if known_md5 and self.has(known_md5):
             return known_md5
         before = FileStat.of(source)
-        with explained(self.root, needed=before.size):
-            return self._copy_in(source, before, progress)
+        with explained(self.root, needed=before.size * (2 if copy_to else 1)):
+            if before.size <= PIPELINE_MIN:
+                return self._copy_in(source, before, progress, copy_to)
+            with self._large_copies:  # each holds DIRECT_DEPTH buffers and a core for md5
+                return self._copy_in(source, before, progress, copy_to)
 
-    def _copy_in(self, source: Path, before: FileStat, progress: Progress | None) -> str:
+    def _copy_in(self, source: Path, before: FileStat, progress: Progress | None,
+                 copy_to: Path | None) -> str:
         incoming = self.root / "files" / "md5"
         background = before.size >= BACKGROUND_SYNC
         try:
@@ -165,12 +182,17 @@ class LocalCache:
         except FileNotFoundError:
             incoming.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".incoming.", suffix=".cpv-tmp", dir=incoming)
+        also: BinaryIO | None = None
         try:
             if not background:
                 self._open_batch()
+            if copy_to is not None:
+                also = os.fdopen(os.open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                         | getattr(os, "O_BINARY", 0), 0o644), "wb")
             with os.fdopen(fd, "wb") as writer:
                 if before.size <= SMALL_FILE:
-                    md5 = self._copy_small(source, writer.fileno(), before.size)
+                    md5 = self._copy_small(source, writer.fileno(), before.size,
+                                           also.fileno() if also else None)
                     if progress:
                         progress(before.size, before.size)
                 else:
@@ -179,10 +201,17 @@ class LocalCache:
                             # A reflink: the cache's copy is made at once; hashing it is the
                             # only read, and its bytes are exactly the ones hashed.
                             md5 = md5_file(Path(tmp), progress=progress)
+                            if (also is not None and copy_to is not None
+                                    and not self._clone_to(Path(tmp), also)):
+                                also.close()
+                                os.unlink(copy_to)  # the workspace copies it instead
+                                also = None
                         else:
                             md5, _ = copy_file_md5(reader, writer, total=before.size,
-                                                   progress=progress)
+                                                   progress=progress, also=also)
                         crash_point("hashing")
+            if also is not None:
+                also.close()
             if FileStat.of(source) != before:
                 raise ArtifactNotFoundError(
                     f"{source} changed while cpv was reading it",
@@ -195,6 +224,12 @@ class LocalCache:
             except FileNotFoundError:  # the object's folder is new
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, final)
+        except BaseException:
+            if also is not None and copy_to is not None:
+                also.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(copy_to)
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -206,8 +241,16 @@ class LocalCache:
         return md5
 
     @staticmethod
-    def _copy_small(source: Path, fd: int, size: int) -> str:
-        """Read a small file whole, hash it, write those very bytes to ``fd``; its md5."""
+    def _clone_to(cached: Path, also: BinaryIO) -> bool:
+        """Make ``also`` a reflink of the cache's new copy (so, too, exactly the bytes hashed);
+        False where it cannot be (another file system)."""
+        with open(cached, "rb") as reader:
+            return clone_file(reader.fileno(), also.fileno())
+
+    @staticmethod
+    def _copy_small(source: Path, fd: int, size: int, also: int | None) -> str:
+        """Read a small file whole, hash it, write those very bytes to ``fd`` (and ``also``);
+        its md5."""
         parts: list[bytes] = []
         with open(source, "rb", buffering=0) as reader:
             left = size  # at most the size seen at the start, as copy_file_md5
@@ -217,6 +260,8 @@ class LocalCache:
         data = b"".join(parts)
         crash_point("hashing")
         write_all(fd, data, 0)
+        if also is not None:
+            write_all(also, data, 0)
         return md5_bytes(data)
 
     def _open_batch(self) -> None:

@@ -76,9 +76,18 @@ DOWNLOAD_START_STREAMS = 2
 READ_CHUNK = 4 * MiB
 
 LARGE_AT_ONCE = 1
-"""Objects sent or fetched in parallel parts go this many at a time, however many threads ask
-(a folder of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY``
-or ``DOWNLOAD_WINDOW`` parts in memory, so the folder needs no more memory than one shard."""
+"""Objects sent in parallel parts go this many at a time, however many threads ask (a folder
+of shards): each one already runs up to 8 streams and holds up to ``UPLOAD_MEMORY`` in memory,
+so the folder needs no more memory than one shard."""
+RANGED_AT_ONCE = 4
+"""Objects fetched in ranges go up to this many at a time (a folder of shards), sharing one
+window of ``DOWNLOAD_WINDOW`` parts (see ``S3Storage._download_window``): the folder's memory
+stays that of one object, while its md5s run on every core and no object's first or last parts
+leave the link idle."""
+
+BUFFERS_LINGER = 2.0
+"""Seconds the part buffers of a finished multipart upload wait for the next one (a folder's
+shards go one after another) before they are unmapped."""
 
 HEAD_WORKERS = 16
 LIST_INSTEAD_OF_HEAD = 200
@@ -153,6 +162,10 @@ class S3Storage:
         self._session: Any = None
         self._client_lock = threading.Lock()
         self._large = threading.Semaphore(LARGE_AT_ONCE)
+        self._upload_buffers = _LingeringBuffers(BUFFERS_LINGER)
+        self._ranged = threading.Semaphore(RANGED_AT_ONCE)
+        self._ranged_active = 0
+        self._ranged_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"S3Storage({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -512,9 +525,21 @@ class S3Storage:
     def _download_ranged(self, oid: str, fd: int, target: Path, size: int,
                          progress: Progress | None, resume: bool) -> str:
         state = DownloadState(target, fd, oid, size) if resume else None
-        with self._large:
-            return _RangedDownload(self, oid, fd, size, progress, direct=_open_direct(target),
-                                   state=state).run()
+        with self._ranged:
+            with self._ranged_lock:
+                self._ranged_active += 1
+            try:
+                return _RangedDownload(self, oid, fd, size, progress,
+                                       direct=_open_direct(target), state=state).run()
+            finally:
+                with self._ranged_lock:
+                    self._ranged_active -= 1
+
+    def _download_window(self) -> int:
+        """Parts each ranged download may hold from its hashing on, now: an even share of
+        ``DOWNLOAD_WINDOW`` among those running (a download that finds a smaller share than it
+        started with holds no more parts until its hashing catches up)."""
+        return max(1, DOWNLOAD_WINDOW // max(1, self._ranged_active))
 
     def _download_whole(self, oid: str, fd: int, target: Path,
                         progress: Progress | None, resume: bool) -> str:
@@ -623,9 +648,10 @@ class _RangedDownload:
     buffers as it arrives.
 
     Hashing starts with the first chunk and never reads the file back. Parts start in order,
-    each only while it is fewer than ``DOWNLOAD_WINDOW`` parts ahead of the hashing, which
-    bounds the memory to about ``DOWNLOAD_WINDOW`` parts whatever the object's size. A part's
-    buffer is reused once it is both hashed and written.
+    each only while it is fewer than ``DOWNLOAD_WINDOW`` parts ahead of the hashing (its share
+    of them when several objects come at once), which bounds the memory to about
+    ``DOWNLOAD_WINDOW`` parts whatever the object's size. A part's buffer is reused once it is
+    both hashed and written.
 
     How many GETs run at once adapts: it starts at ``DOWNLOAD_START_STREAMS`` and grows by one,
     up to ``DOWNLOAD_WORKERS``, each time the hashing has to wait for bytes. On a fast link two
@@ -758,7 +784,8 @@ class _RangedDownload:
     def _fetch(self, index: int) -> None:
         with self.changed:
             while not self.stop and (index != self.next_start or self.fetching >= self.streams
-                                     or index >= self.hashing + DOWNLOAD_WINDOW):
+                                     or index >= self.hashing
+                                     + self.storage._download_window()):
                 self.changed.wait()
             if self.stop:
                 return
@@ -856,6 +883,53 @@ def _open_direct(target: Path) -> int | None:
     return open_direct(target, os.O_WRONLY)
 
 
+class _LingeringBuffers:
+    """The ``BufferPool`` of the multipart upload under way, kept ``linger`` seconds after it
+    ends for the next one with the same part size.
+
+    Mapping a part's buffer (its first touch, page by page) and unmapping it cost as much as
+    a fraction of a second per upload on a busy machine; a folder's shards, sent one after
+    another, pay that once instead of once each. An idle process gives the memory back.
+    """
+
+    def __init__(self, linger: float) -> None:
+        self.linger = linger
+        self.lock = threading.Lock()
+        self.idle: BufferPool | None = None
+        self.timer: threading.Timer | None = None
+
+    def take(self, size: int) -> BufferPool:
+        with self.lock:
+            pool, self.idle = self.idle, None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        if pool is not None and pool.size == size:
+            return pool
+        if pool is not None:
+            pool.close()
+        return BufferPool(size)
+
+    def give_back(self, pool: BufferPool) -> None:
+        with self.lock:
+            if self.idle is not None:  # two uploads at once (never, with LARGE_AT_ONCE = 1)
+                pool.close()
+                return
+            self.idle = pool
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = threading.Timer(self.linger, self._release, args=(pool,))
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _release(self, pool: BufferPool) -> None:
+        with self.lock:
+            if self.idle is not pool:
+                return  # taken again meanwhile
+            self.idle = self.timer = None
+        pool.close()
+
+
 class _PartedUpload:
     """One multipart upload: up to ``UPLOAD_WORKERS`` parts at once, each read into an aligned
     buffer and sent from it, or, when an interrupted upload of the same object already holds
@@ -886,7 +960,7 @@ class _PartedUpload:
         self.workers = min(UPLOAD_WORKERS, len(self.parts),
                            max(1, UPLOAD_MEMORY // part) if self.buffered else UPLOAD_WORKERS)
         self.lock = threading.Lock()
-        self.pool = BufferPool(part)
+        self.pool = storage._upload_buffers.take(part)
         self.sent = 0
         self.reused = 0
         self.failed = False
@@ -929,7 +1003,7 @@ class _PartedUpload:
             os.close(self.fd)
             if self.direct is not None:
                 os.close(self.direct)
-            self.pool.close()
+            self.storage._upload_buffers.give_back(self.pool)
 
     def _send_all(self, upload_id: str, stored: dict[int, dict[str, Any]]) -> None:
         from concurrent.futures import FIRST_EXCEPTION, wait

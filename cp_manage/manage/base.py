@@ -46,9 +46,11 @@ from cp_manage.manage.history import Report, build_report
 from cp_manage.manage.references import resolve_reference
 from cp_manage.manage.registry import StageRegistry
 from cp_manage.manage.repository import InitResult, Repository
+from cp_manage.manage.sending import EarlyUploads
 from cp_manage.manage.tagging import TagResult, VersionTagging
 from cp_manage.manage.workspace import (
     Restore,
+    WorkspaceCopies,
     check_workspace,
     handler_for,
     pointer_changes,
@@ -202,34 +204,48 @@ class CheckpointManager(VersionTagging, StageRegistry):
         workspace = repo.root / spec.path
         with repo.locked():
             path = handler.check_source(repo, given or workspace)
-            state = None
+            state = copies = None
             if not same_path(path, workspace):
                 state = check_workspace(repo, spec, force=force, refusal_hint=(
                     f"Upload them first ('cpv {self.kind} upload' without a path), or pass "
                     "--force to replace them (API: force=True)."))
-            pointer = handler.stage(repo, path, progress=progress)
-            missing = repo.missing_in_storage(handler.objects(repo, pointer))
-            if missing:
-                # What was hashed is recorded before the (long) upload, so a run killed
-                # meanwhile is resumed from storage's parts without hashing it all again.
+                # The workspace gets the new files copied as they are hashed, not afterwards.
+                copies = WorkspaceCopies(workspace)
+            early = EarlyUploads(repo)  # a folder's large files go while the rest is hashed
+            try:
+                pointer = handler.stage(repo, path, progress=progress, copies=copies,
+                                        cached=early.offer)
+                missing = repo.missing_in_storage(
+                    oid for oid in handler.objects(repo, pointer) if oid not in early.offered)
+                if missing or early.offered:
+                    # What was hashed is recorded before the (long) upload, so a run killed
+                    # meanwhile is resumed from storage's parts without hashing it all again.
+                    repo.cache.flush()
+                    repo.state.save()
+                # Whole files an interrupted upload of this version left in storage (never
+                # those sent early: their own check with storage is under way).
+                already = left_by_an_interrupted_upload(repo, spec, pointer,
+                                                        missing | set(early.offered))
+                sent = upload_objects(repo, missing, progress=progress, already=already,
+                                      early=early)
+                if sent.resumed or already:
+                    logger.info("%d of %d bytes were already in storage from an interrupted "
+                                "upload", sent.resumed + already, sent.total + already)
                 repo.cache.flush()
-                repo.state.save()
-            already = left_by_an_interrupted_upload(repo, spec, pointer, missing)
-            sent = upload_objects(repo, missing, progress=progress, already=already)
-            if sent.resumed or already:
-                logger.info("%d of %d bytes were already in storage from an interrupted "
-                            "upload", sent.resumed + already, sent.total + already)
-            repo.cache.flush()
-            crash_point("after_blobs")
+                crash_point("after_blobs")
 
-            what = f"{self.kind} {spec.name} ({pointer.md5[:8]})"
-            text = message or f"Upload {what}"
-            if state is None:
-                commit = repo.commit_and_push(lambda head: pointer_changes(
-                    repo, spec, head, pointer, checked_metrics), text)
-            else:
-                restore = Restore(repo, spec, pointer, checked_metrics, state)
-                commit = restore_and_commit(repo, [restore], text, progress=None)
+                what = f"{self.kind} {spec.name} ({pointer.md5[:8]})"
+                text = message or f"Upload {what}"
+                if state is None:
+                    commit = repo.commit_and_push(lambda head: pointer_changes(
+                        repo, spec, head, pointer, checked_metrics), text)
+                else:
+                    restore = Restore(repo, spec, pointer, checked_metrics, state, copies)
+                    commit = restore_and_commit(repo, [restore], text, progress=None)
+            finally:
+                early.close()
+                if copies is not None:
+                    copies.discard()
             changed = commit is not None
             if commit is None:
                 logger.info("The %s and its metrics are unchanged; no new commit", self.kind)

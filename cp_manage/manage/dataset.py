@@ -28,7 +28,7 @@ import shutil
 import stat
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +55,7 @@ from cp_manage.swap import swap_in
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
+    from cp_manage.manage.workspace import WorkspaceCopies
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def count_samples(source: ObjectSource, md5s: dict[str, str]) -> int | None:
     return total
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove a folder cpv owns, including read-only entries."""
 
     def make_writable(function: Any, failed: str, _exc: Any) -> None:
@@ -291,7 +292,7 @@ def swap_into_place(built: Path, target: Path) -> None:
     never a mix nor nothing (``cp_manage.swap``)."""
     old = swap_in(built, target)
     if old is not None:
-        _remove_tree(old)
+        remove_tree(old)
 
 
 def build_next_to(target: Path) -> Path:
@@ -301,7 +302,7 @@ def build_next_to(target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{glob.escape(target.name)}.*.cpv-tmpdir"):
         if not in_use(stale):
-            _remove_tree(stale)
+            remove_tree(stale)
     built = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".cpv-tmpdir",
                                   dir=target.parent))
     os.chmod(built, 0o755)
@@ -348,8 +349,12 @@ class DirHandler:
             return self._scanned[1]
         return self.scan(source)
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
-        """Hash the folder into the cache; unchanged files (by the stat record) are not read."""
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
+        """Hash the folder into the cache; unchanged files (by the stat record) are not read.
+        Each file copied in is also copied to ``copies``, when given, and told to ``cached``
+        (with its size) as soon as it is in the cache."""
         files = self._files(source)
         md5s: dict[str, str] = {}
         todo: list[tuple[DatasetFile, str | None]] = []
@@ -364,12 +369,18 @@ class DirHandler:
 
         def add(entry: tuple[DatasetFile, str | None]) -> str:
             item, known = entry
-            return repo.cache.add_file(item.path, known_md5=known)
+            return repo.cache.add_file(
+                item.path, known_md5=known,
+                copy_to=copies.path_for(item.relpath) if copies else None)
 
         def added(entry: tuple[DatasetFile, str | None], md5: str) -> None:
             nonlocal done
             item = entry[0]
             md5s[item.relpath] = md5
+            if copies is not None:
+                copies.written(item.relpath, md5)
+            if cached is not None:
+                cached(md5, item.stat.size)
             repo.state.remember(state_key(repo, item.path), item.stat, md5)
             done += item.stat.size
             if progress:
@@ -458,7 +469,7 @@ class DirHandler:
                        progress=Offset(progress, linked))
             swap_into_place(built, target)
         except BaseException:
-            _remove_tree(built)
+            remove_tree(built)
             raise
         finally:
             os.close(holding)

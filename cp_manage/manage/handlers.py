@@ -9,6 +9,7 @@ or a folder. A source is only ever read: the cache gets a copy, hashed as it is 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from cp_manage.backends.cache import LocalCache
     from cp_manage.backends.storage import Storage
     from cp_manage.manage.repository import Repository
+    from cp_manage.manage.sending import EarlyUploads
+    from cp_manage.manage.workspace import WorkspaceCopies
 
 
 class ObjectSource(Protocol):
@@ -75,8 +78,13 @@ class Handler(Protocol):
             InvalidDatasetError: a folder holding what cannot be versioned.
         """
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
-        """Hash ``source`` into the local cache (reading it, never changing it)."""
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
+        """Hash ``source`` into the local cache (reading it, never changing it); each file
+        copied in is also copied to ``copies``, when given, from the same buffers. A folder
+        tells ``cached`` each object (id, size) as it lands in the cache, so storage can start
+        on it while the rest is hashed."""
 
     def objects(self, repo: Repository, pointer: Pointer) -> list[str]:
         """Every storage object ``pointer`` needs."""
@@ -266,21 +274,23 @@ class Sent:
 
 
 def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress | None,
-                   already: int = 0) -> Sent:
+                   already: int = 0, early: EarlyUploads | None = None) -> Sent:
     """Copy objects from the local cache to storage.
 
-    File objects go first, many at a time; directory listings go last, so a listing in storage
-    always means every file it names is there too (DVC relies on that when it pulls). An
+    File objects go first, many at a time, alongside those ``early`` is already sending (which
+    are skipped here); directory listings go last, once ``early`` is done too, so a listing in
+    storage always means every file it names is there too (DVC relies on that when it pulls). An
     object an interrupted upload began is continued (see ``Storage.upload``); for several
     objects, ``progress`` hears of what they resumed, added up, against their total, counting
     ``already`` too: the bytes of the files an interrupted upload of the same folder stored
     whole (they are not among ``oids``).
     """
     ordered = sorted(set(oids))
-    files = [oid for oid in ordered if not ObjectId(oid).is_listing]
+    offered = dict(early.offered) if early is not None else {}
+    files = [oid for oid in ordered if not ObjectId(oid).is_listing and oid not in offered]
     listings = [oid for oid in ordered if ObjectId(oid).is_listing]
     sizes = {oid: repo.cache.path(oid).stat().st_size for oid in [*files, *listings]}
-    total = sum(sizes[oid] for oid in files)
+    total = sum(sizes[oid] for oid in files) + sum(offered.values())
     stored: list[int] = []  # the sizes of the files in storage so far, from any thread
     lock = threading.Lock()
 
@@ -295,23 +305,31 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
         return kept
 
     def kept_text() -> str | None:
+        early_done = early.stored() if early is not None else []
+        early_begun = early.begun() if early is not None else 0
         with lock:
             count, done, partial = len(stored), sum(stored), sum(begun.values())
-        return stored_text(count, len(files), done, total, partial) if done or partial else None
+        count, done, partial = count + len(early_done), done + sum(early_done), \
+            partial + early_begun
+        return stored_text(count, len(files) + len(offered), done, total, partial) \
+            if done or partial else None
 
     # An interruption says how much a rerun will not send again (counted once it stopped).
     record_resumable(kept_text)
-    resumed = 0
-    if files:
+    resumed = early_total = 0
+    if files or offered:
         progress_phase(progress, "sending")
-    if len(files) == 1 and not already:
+    if len(files) == 1 and not offered and not already:
         resumed = store(files[0], progress)
-    elif not files and already:
+    elif not files and not offered and already:
         progress_resumed(progress, already, already)
-    elif files:
+    elif files or offered:
         done = 0
-        tally = ResumedTally(progress, total + already, wave=min(WORKERS, len(files)),
+        tally = ResumedTally(progress, total + already,
+                             wave=min(WORKERS, len(files)) + (1 if offered else 0),
                              already=already)
+        if early is not None and offered:
+            early.attach(tally)  # what the early uploads resume counts too
 
         def send(oid: str) -> int:
             try:
@@ -319,17 +337,24 @@ def upload_objects(repo: Repository, oids: Iterable[str], *, progress: Progress 
             finally:
                 tally.started(oid)
 
+        def report(early_sent: int) -> None:  # early uploads report from their own thread
+            if progress:
+                with lock:
+                    progress(done + early_sent, total)
+
         def sent(oid: str, kept: int) -> None:
             nonlocal done, resumed
             done += sizes[oid]
             resumed += kept
-            if progress:
-                progress(done, total)
+            report(early.sent() if early is not None else 0)
 
         run_parallel(send, files, on_done=sent)
+        if early is not None:
+            early_total, early_resumed = early.wait(report)
+            resumed += early_resumed
     for oid in listings:
         repo.storage.upload(oid, repo.cache.path(oid))
-    return Sent(sum(sizes.values()), resumed)
+    return Sent(sum(sizes.values()) + early_total, resumed)
 
 
 def stored_text(count: int, of: int, done: int, total: int, partial: int = 0) -> str:
@@ -429,6 +454,23 @@ def move_into_place(source: Path, target: Path, *, expected_md5: str) -> None:
             raise IntegrityError(f"{source} changed while it was copied to {target}",
                                  hint="Run the command again.")
     os.unlink(source)
+
+
+def _link_into_place(existing: Path, target: Path) -> bool:
+    """Link ``existing`` at ``target`` (replacing it); False where links are refused."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.cpv-tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(existing, temporary)
+    except OSError:
+        return False
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    return True
 
 
 def same_path(path: Path, other: Path) -> bool:
@@ -531,9 +573,14 @@ class FileHandler:
                                         hint="Upload a single checkpoint file.")
         return source
 
-    def stage(self, repo: Repository, source: Path, *, progress: Progress | None) -> Pointer:
+    def stage(self, repo: Repository, source: Path, *, progress: Progress | None,
+              copies: WorkspaceCopies | None = None,
+              cached: Callable[[str, int], None] | None = None) -> Pointer:
         """Copy ``source`` into the cache, hashing the copy (skipped when the stat record
-        knows the file and the cache holds it)."""
+        knows the file and the cache holds it), and into ``copies`` when given.
+
+        ``cached`` is not told: a single file has nothing to overlap its sending with, and is
+        sent by ``upload_objects`` in the calling thread, where Ctrl-C aborts it at once."""
         found = FileStat.of(source)
         key = state_key(repo, source)
         known = repo.state.lookup(key, found)
@@ -541,7 +588,11 @@ class FileHandler:
             repo.warm_up_storage()  # connect while hashing: a new file is about to be uploaded
         if known is None or not repo.cache.has(known):
             progress_phase(progress, "hashing")
-        md5 = repo.cache.add_file(source, known_md5=known, progress=progress)
+        name = os.path.basename(self.path)
+        md5 = repo.cache.add_file(source, known_md5=known, progress=progress,
+                                  copy_to=copies.path_for(name) if copies else None)
+        if copies is not None:
+            copies.written(name, md5)
         repo.state.remember(key, found, md5)
         return Pointer(path=self.path, md5=md5, size=found.size)
 
@@ -563,6 +614,14 @@ class FileHandler:
     def materialize(self, repo: ObjectSource, pointer: Pointer, target: Path, *,
                     progress: Progress | None, select: Select | None = None,
                     reuse: Reuse | None = None) -> None:
+        """Write the file at ``target``: a link to the private copy ``reuse`` names for it
+        (the upload's own copy of a file uploaded from elsewhere), else a checked copy from
+        the cache or storage."""
+        existing = reuse(os.path.basename(self.path), pointer.md5) if reuse else None
+        if existing is not None and _link_into_place(existing, target):
+            if progress:
+                progress(pointer.size, pointer.size)
+            return
         fetch_object(repo, pointer.oid, target, size=pointer.size, progress=progress)
 
     def holds(self, repo: ObjectSource, pointer: Pointer, target: Path) -> bool:

@@ -13,19 +13,21 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cp_manage.artifacts import encode_metrics
 from cp_manage.backends.cache import FileStat
+from cp_manage.backends.partial import hold
 from cp_manage.backends.pointer import Pointer
 from cp_manage.errors import PointerError, UnsavedChangesError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
 from cp_manage.interrupts import critical
-from cp_manage.manage.dataset import DirHandler
-from cp_manage.manage.handlers import FileHandler, Handler
+from cp_manage.manage.dataset import DirHandler, build_next_to, remove_tree
+from cp_manage.manage.handlers import FileHandler, Handler, Reuse
 from cp_manage.manage.repository import (
     METRICS_FILE,
     Repository,
@@ -83,6 +85,59 @@ def committed_pointer(repo: Repository, spec: ArtifactSpec, oid: str) -> Pointer
     return None
 
 
+class WorkspaceCopies:
+    """The workspace's copies of an upload's new files, written while they are hashed into the
+    cache (``LocalCache.add_file(copy_to=...)``), from the very buffers that were hashed.
+
+    An upload from elsewhere ends with the workspace holding the new version; taking these by a
+    link spares reading, hashing and writing every new file once more from the cache. They wait
+    in a hidden folder beside the workspace artifact (the same filesystem, so a link works);
+    ``discard`` removes it, so what was not taken is gone and what was taken is again the
+    workspace's only link.
+    """
+
+    def __init__(self, artifact: Path) -> None:
+        self.artifact = artifact
+        self.root: Path | None = None
+        self._holding: int | None = None  # so that no other build_next_to takes it for stale
+        self._md5s: dict[str, str] = {}
+        self._lock = threading.Lock()  # a folder's files are hashed on many threads
+
+    def path_for(self, relpath: str) -> Path:
+        """Where to write the copy of ``relpath`` (``/``-separated); its folder is made."""
+        with self._lock:
+            if self.root is None:
+                self.root = build_next_to(self.artifact)
+                self._holding = hold(self.root)
+            root = self.root
+        path = root / relpath
+        if "/" in relpath:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def written(self, relpath: str, md5: str) -> None:
+        """Record that the copy of ``relpath`` holds ``md5``'s bytes, if it was written."""
+        with self._lock:
+            if self.root is not None and os.path.lexists(self.root / relpath):
+                self._md5s[relpath] = md5
+
+    def reuse(self, relpath: str, md5: str) -> Path | None:
+        """The copy of ``relpath`` when it holds ``md5`` (a ``Reuse``)."""
+        with self._lock:
+            return self.root / relpath if self.root is not None and self._md5s.get(
+                relpath) == md5 else None
+
+    def discard(self) -> None:
+        with self._lock:
+            root, self.root = self.root, None
+            holding, self._holding = self._holding, None
+            self._md5s.clear()
+        if holding is not None:
+            os.close(holding)
+        if root is not None:
+            remove_tree(root)
+
+
 @dataclass(frozen=True)
 class WorkspaceState:
     """What the workspace artifact holds: ``workspace`` (its object id, None when absent),
@@ -133,6 +188,7 @@ class Restore:
     wanted: Pointer
     metrics: dict[str, Any] | None
     state: WorkspaceState
+    copies: WorkspaceCopies | None = None
     applied: bool = False
     previous: Path | None = None
     """The version the workspace held, under a hidden name, from ``apply`` until ``finish``."""
@@ -193,8 +249,23 @@ class Restore:
         which ``apply`` removes."""
         if self._poolable() and self.repo.pool.take(self.wanted.oid, staged):
             return
-        reuse = self._saved_file if self.spec.tree and not self.unsaved else None
-        self.handler.materialize(self.repo, self.wanted, staged, progress=progress, reuse=reuse)
+        self.handler.materialize(self.repo, self.wanted, staged, progress=progress,
+                                 reuse=self._reuse())
+        if self.copies is not None:
+            self.copies.discard()  # what ``staged`` took is its only link again
+
+    def _reuse(self) -> Reuse | None:
+        """Where files may be linked from instead of copied out of the cache: the files the
+        saved workspace folder already holds, then the upload's own copies."""
+        saved = self._saved_file if self.spec.tree and not self.unsaved else None
+        copies = self.copies
+        if copies is None:
+            return saved
+
+        def reuse(relpath: str, md5: str) -> Path | None:
+            return (saved(relpath, md5) if saved else None) or copies.reuse(relpath, md5)
+
+        return reuse
 
     def _saved_file(self, relpath: str, md5: str) -> Path | None:
         """The workspace folder's file ``relpath`` when it holds ``md5`` (by the stat record of

@@ -14,6 +14,7 @@ import pytest
 from cp_manage import fsutil
 from cp_manage.backends import cache as cache_module
 from cp_manage.backends.cache import LocalCache
+from cp_manage.errors import ArtifactNotFoundError
 
 MiB = 1024 * 1024
 
@@ -133,3 +134,44 @@ def test_syncfs_declines_where_it_cannot_vouch_for_the_writes(tmp_path: Path) ->
         assert fsutil.sync_filesystem(fd) == syncfs_vouches()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("size", [10, fsutil.PIPELINE_MIN + MiB + 3])
+def test_a_second_private_copy_is_written_from_the_bytes_hashed(tmp_path: Path,
+                                                                size: int) -> None:
+    """``copy_to``: what the workspace needs after an upload from elsewhere, without reading
+    or hashing the file again; a file already cached gets none."""
+    data = os.urandom(size)
+    (tmp_path / "model.bin").write_bytes(data)
+    cache = LocalCache(tmp_path / "cache")
+
+    md5 = cache.add_file(tmp_path / "model.bin", copy_to=tmp_path / "copy")
+
+    assert md5 == hashlib.md5(data).hexdigest()
+    assert (tmp_path / "copy").read_bytes() == cache.path(md5).read_bytes() == data
+    info = (tmp_path / "copy").stat()
+    assert stat.S_IMODE(info.st_mode) & 0o600 == 0o600 and info.st_nlink == 1
+    assert info.st_ino != cache.path(md5).stat().st_ino
+    assert cache.add_file(tmp_path / "model.bin", known_md5=md5,
+                          copy_to=tmp_path / "again") == md5
+    assert not (tmp_path / "again").exists()
+
+
+def test_a_second_copy_is_removed_when_the_source_changes_while_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(fsutil.PIPELINE_MIN + MiB))
+    real = fsutil.copy_file_md5
+
+    def rewritten_meanwhile(*args: object, **kwargs: object) -> tuple[str, int]:
+        result = real(*args, **kwargs)  # type: ignore[arg-type]
+        with open(source, "r+b") as handle:  # a training script saving the next epoch
+            handle.write(b"epoch 2")
+        return result
+
+    monkeypatch.setattr(cache_module, "copy_file_md5", rewritten_meanwhile)
+    cache = LocalCache(tmp_path / "cache")
+    with pytest.raises(ArtifactNotFoundError, match="changed while cpv was reading it"):
+        cache.add_file(source, copy_to=tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []

@@ -156,3 +156,18 @@ def test_the_threaded_copy_raises_a_write_failure_in_the_caller(tmp_path: Path) 
         with pytest.raises(OSError) as raised:
             copy_with_md5(reader, writer, total=size)
     assert "No space left" in str(raised.value)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("size", [5, fsutil.PIPELINE_MIN + 1, 2 * fsutil.DIRECT_CHUNK + 4096 + 17])
+def test_a_second_copy_gets_the_very_bytes_hashed(tmp_path: Path, size: int,
+                                                  direct: bool) -> None:
+    """``also``: one read and one hash, two identical copies (whichever way the copy runs)."""
+    data = random_file(tmp_path / "src", size)
+    fd, target = rw_target(tmp_path)
+    with open(tmp_path / "src", "rb") as reader, os.fdopen(fd, "wb") as writer, \
+            open(tmp_path / "second", "xb") as second:
+        md5, copied = copy_file_md5(reader, writer, total=size, direct=direct, also=second)
+    assert (copied, md5) == (size, hashlib.md5(data).hexdigest())
+    assert target.read_bytes() == data
+    assert (tmp_path / "second").read_bytes() == data

@@ -53,3 +53,24 @@ def test_a_large_snapshot_is_a_reflink(xfs: Path) -> None:
     with open(source, "r+b") as handle:  # the training script writes the next epoch in place
         handle.write(b"x" * MiB)
     assert hashlib.md5(cache.path(md5).read_bytes()).hexdigest() == md5
+
+
+def test_the_workspace_copy_of_a_snapshot_is_a_reflink_too(xfs: Path) -> None:
+    """An upload from elsewhere: the workspace's copy shares the cache copy's blocks, so it too
+    costs no space, and holds exactly the bytes hashed."""
+    source = xfs / "epoch_3.safetensors"
+    data = os.urandom(40 * MiB)
+    source.write_bytes(data)
+    os.sync()
+    used_before = shutil.disk_usage(xfs).used
+    cache = LocalCache(xfs / "cache")
+    md5 = cache.add_file(source, copy_to=xfs / "workspace.safetensors")
+    cache.flush()
+    os.sync()
+    assert shutil.disk_usage(xfs).used - used_before < 8 * MiB, "no copy of the blocks"
+    assert (xfs / "workspace.safetensors").read_bytes() == data
+    with open(xfs / "workspace.safetensors", "r+b") as handle:  # written in place: private
+        handle.write(b"x" * MiB)
+    assert hashlib.md5(cache.path(md5).read_bytes()).hexdigest() == md5 == hashlib.md5(
+        data).hexdigest()
+    assert source.read_bytes() == data
