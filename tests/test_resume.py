@@ -439,11 +439,16 @@ def test_s3_folder_download_killed_continues_its_large_files(s3: SeaweedS3,
               lambda: sum(covered(s) for s in states.glob("*.cpv-state")) >= 2 * S3_PART,
               signal.SIGKILL)
     received = sum(covered(s) for s in states.glob("*.cpv-state"))
-    assert not out.exists() and list(tmp_path.glob(".out.*.cpv-tmpdir"))  # the kill's leftover
+    assert not out.exists()
+    [leftover] = tmp_path.glob(".out.*.cpv-tmpdir")  # the kill's half-built folder
+    finished = {p.name: p.stat().st_ino for p in leftover.iterdir() if p.is_file()}
+    assert finished  # config.json at least: small files are done first
 
     again = rerun(["model", "download", "v0.1", "-o", str(out)], root, env)
     assert resumed(again, "received")[0] == human_size(received)
     assert {name: md5_of(out / name) for name in shards} == shards
+    # The files the killed run finished were checked and kept, not received again.
+    assert {name: (out / name).stat().st_ino for name in finished} == finished
     assert list(tmp_path.glob(".out.*")) == [] and temporaries(root, out) == []
 
 

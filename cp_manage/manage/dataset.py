@@ -296,17 +296,48 @@ def swap_into_place(built: Path, target: Path) -> None:
 
 
 def build_next_to(target: Path) -> Path:
-    """A new, empty folder beside ``target`` to build its replacement in. The folders that
-    earlier builds of ``target`` left there when they were killed (no live process holds
-    them, see ``partial.hold``) are removed first."""
+    """A new folder beside ``target`` to build its replacement in. Of the folders earlier
+    builds of ``target`` left there when they were killed (no live process holds them, see
+    ``partial.hold``), the newest is taken over, so that a rerun keeps the files it finished
+    (``keep_verified`` checks them); the others are removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.cpv-tmpdir"):
-        if not in_use(stale):
-            remove_tree(stale)
+    stale = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.cpv-tmpdir"):
+        with contextlib.suppress(OSError):
+            if not in_use(path):
+                stale.append((os.lstat(path).st_mtime_ns, path))
     built = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".cpv-tmpdir",
                                   dir=target.parent))
     os.chmod(built, 0o755)
+    for index, (_, path) in enumerate(sorted(stale, reverse=True)):
+        if index == 0 and path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                os.rename(path, built)  # onto the new, empty folder
+                continue
+        remove_tree(path)
     return built
+
+
+def keep_verified(built: Path, md5s: dict[str, str]) -> dict[str, int]:
+    """The files a killed build left in ``built`` (see ``build_next_to``) that hold the bytes
+    ``md5s`` wants, each hashed again, with their sizes; everything else in it is removed."""
+    kept: dict[str, int] = {}
+    for path in sorted(built.rglob("*"), reverse=True):  # a folder's files before the folder
+        relpath = path.relative_to(built).as_posix()
+        try:
+            info = os.lstat(path)
+            if stat.S_ISDIR(info.st_mode):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # when empty
+                continue
+            if (stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and relpath in md5s
+                    and md5_file(path) == md5s[relpath]):
+                kept[relpath] = info.st_size
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+    return kept
 
 
 class DirHandler:
@@ -449,11 +480,13 @@ class DirHandler:
         linked = 0
 
         try:
-            remaining = dict(md5s)
+            kept = keep_verified(built, md5s)  # what a killed run of this build finished
+            remaining = {relpath: md5 for relpath, md5 in md5s.items() if relpath not in kept}
+            linked = sum(kept.values())
             if reuse is not None:
                 # Files the workspace already holds (unchanged since the last upload) are linked
                 # into the new folder instead of copied again; the rest come from cache or storage.
-                for relpath, md5 in md5s.items():
+                for relpath, md5 in list(remaining.items()):
                     existing = reuse(relpath, md5)
                     if existing is None:
                         continue
