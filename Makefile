@@ -9,7 +9,7 @@ test:
 	@scripts/bootstrap.sh test
 	@.venv/bin/ruff check cp_manage tests bench
 	@.venv/bin/mypy
-	@.venv/bin/python -m pytest -q -n 3 --dist loadfile
+	@.venv/bin/python -m pytest -q
 
 bench:
 	@scripts/bootstrap.sh test
