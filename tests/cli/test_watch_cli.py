@@ -99,7 +99,7 @@ def test_lightning_files_in_step_order_then_a_restart(repo: ModelRepo, tmp_path:
     assert [(v["version"], v["metrics"]) for v in listed] == [
         ("v0.1", {"epoch": 1, "step": 200, "val_loss": 0.5}),
         ("v0.2", {"epoch": 9, "step": 1000, "val_loss": 0.25}),
-        ("v0.3", {"epoch": 10, "step": 1100, "val_loss": -0.12})]
+        ("v0.3", {"epoch": 10, "step": 1100, "val_loss": -0.12})], shown
     assert [v["md5"] for v in listed] == [
         hashlib.md5(bytes([n]) * 2000).hexdigest() for n in (1, 2, 3)]
 
