@@ -483,9 +483,15 @@ def test_local_folder_upload_stopped_says_how_much_of_it_storage_holds(repo: Mod
           f"{partial} in partial files")
     assert 8 * MiB <= whole < sum(sizes.values()) and partial > 0
     if signum != signal.SIGKILL:
-        assert (f"files to send ({whole / MiB:.1f} of {sum(sizes.values()) / MiB:.1f} MiB) are "
-                f"in storage, and {partial / MiB:.1f} MiB of the files begun. Run the same "
-                "command again to resume") in stopped.stderr
+        # Whole files exactly; of the files begun, what was counted before the threads stopped:
+        # never more than storage holds, and at most one 8 MiB chunk less (a thread stopped
+        # between writing a chunk and counting it).
+        said = re.search(r"files to send \((\S+) of (\S+) MiB\) are in storage, and (\S+) MiB "
+                         r"of the files begun\. Run the same command again to resume",
+                         stopped.stderr)
+        assert said, stopped.stderr
+        assert said.group(1, 2) == (f"{whole / MiB:.1f}", f"{sum(sizes.values()) / MiB:.1f}")
+        assert partial - 8 * MiB <= float(said[3]) * MiB <= partial, (said[3], partial)
     assert not list((repo.storage / "files" / "md5").glob("*/*.dir"))  # the listing goes last
     assert temporaries(repo.root) == []
 
