@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections import Counter
@@ -51,7 +50,7 @@ from cp_manage.manage.handlers import (
     state_key,
 )
 from cp_manage.spec import ArtifactSpec, wrong_kind_message
-from cp_manage.swap import swap_in
+from cp_manage.swap import remove, swap_in
 
 if TYPE_CHECKING:
     from cp_manage.manage.repository import Repository
@@ -271,28 +270,13 @@ def count_samples(source: ObjectSource, md5s: dict[str, str]) -> int | None:
     return total
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a folder cpv owns, including read-only entries."""
-
-    def make_writable(function: Any, failed: str, _exc: Any) -> None:
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(failed), 0o755)
-            os.chmod(failed, 0o644)
-        function(failed)
-
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, onerror=make_writable)
-
-
 def swap_into_place(built: Path, target: Path) -> None:
     """Replace ``target`` (whatever it is) by the folder ``built``, a sibling of it, then
     remove the old one: ``target`` names the old dataset or the new one at every instant,
     never a mix nor nothing (``cp_manage.swap``)."""
     old = swap_in(built, target)
     if old is not None:
-        remove_tree(old)
+        remove(old)
 
 
 def build_next_to(target: Path) -> Path:
@@ -314,7 +298,7 @@ def build_next_to(target: Path) -> Path:
             with contextlib.suppress(OSError):
                 os.rename(path, built)  # onto the new, empty folder
                 continue
-        remove_tree(path)
+        remove(path)
     return built
 
 
@@ -502,7 +486,7 @@ class DirHandler:
                        progress=Offset(progress, linked))
             swap_into_place(built, target)
         except BaseException:
-            remove_tree(built)
+            remove(built)
             raise
         finally:
             os.close(holding)

@@ -26,7 +26,7 @@ from cp_manage.errors import PointerError, UnsavedChangesError
 from cp_manage.faults import crash_point
 from cp_manage.fsutil import Progress
 from cp_manage.interrupts import critical
-from cp_manage.manage.dataset import DirHandler, build_next_to, remove_tree
+from cp_manage.manage.dataset import DirHandler, build_next_to
 from cp_manage.manage.handlers import FileHandler, Handler, Reuse
 from cp_manage.manage.repository import (
     METRICS_FILE,
@@ -135,7 +135,7 @@ class WorkspaceCopies:
         if holding is not None:
             os.close(holding)
         if root is not None:
-            remove_tree(root)
+            remove(root)
 
 
 @dataclass(frozen=True)
