@@ -36,7 +36,7 @@ from cp_manage.backends.partial import (
     PartialMismatch,
     verify_parallel,
 )
-from cp_manage.backends.s3_watch import ATTEMPTS, EndpointWatch, is_timeout
+from cp_manage.backends.s3_watch import ATTEMPTS, EndpointWatch, find_in_chain, is_timeout
 from cp_manage.config import timeout_setting
 from cp_manage.errors import StorageError
 from cp_manage.faults import crash_point, pace, part_size
@@ -284,7 +284,7 @@ class S3Storage:
         from botocore import exceptions as bx
 
         subject = f"object {oid} in {self._where()}" if oid else self._where()
-        client_error = _find_in_chain(exc, bx.ClientError)
+        client_error = find_in_chain(exc, bx.ClientError)
         if client_error is not None:
             response = getattr(client_error, "response", {}) or {}
             code = str(response.get("Error", {}).get("Code", ""))
@@ -1170,15 +1170,3 @@ def _no_wait_for_small_bodies(model: Any, params: dict[str, Any], **_: Any) -> N
     if model.name == "PutObject" and isinstance(params.get("body"),
                                                 bytes | bytearray | io.BytesIO):
         params.get("headers", {}).pop("Expect", None)
-
-
-def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or the exception it was raised from or during, if one is a ``kind``."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None

@@ -136,14 +136,20 @@ def is_timeout(error: BaseException) -> bool:
         kinds = (*kinds, Urllib3ReadTimeout)
     except ImportError:  # pragma: no cover - urllib3 comes with botocore
         pass
+    return find_in_chain(error, kinds) is not None
+
+
+def find_in_chain(exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+                  ) -> BaseException | None:
+    """``exc`` or the exception it was raised from or during, if one is a ``kind``."""
     seen: set[int] = set()
-    current: BaseException | None = error
+    current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
-            return True
+        if isinstance(current, kind):
+            return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 def describe(operation: Any, request: dict[str, Any] | None) -> str:
