@@ -364,19 +364,22 @@ class Git:
         self.run("tag", "--annotate", "--cleanup=verbatim", "--file=-", "--", name, commit,
                  input_bytes=message.encode())
 
-    def make_tag_object(self, name: str, message: str, commit: str) -> str:
-        """Write an annotated tag object for ``commit`` without any ref, and return its id.
+    def push_new_tag(self, name: str, message: str, commit: str) -> None:
+        """Create the annotated tag ``name`` on the remote, then here.
 
-        Pushed as ``ID:refs/tags/NAME`` and then given the local ref, a tag exists locally only
-        once the remote holds it: a process killed in between leaves nothing to clean up.
+        The tag object is written without a ref, pushed as ``ID:refs/tags/NAME`` (refused when
+        the remote has that tag already: ``PushRejectedError``), and only then given the local
+        ref, under ``critical()``: a tag exists locally only once the remote holds it, and a
+        process killed in between leaves nothing to clean up.
         """
-        ident = self.run("var", "GIT_COMMITTER_IDENT").stdout.decode().strip()
-        body = (f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}")
-        return self.run("hash-object", "-t", "tag", "-w", "--stdin",
-                        input_bytes=body.encode()).stdout.decode().strip()
-
-    def set_ref(self, ref: str, oid: str) -> None:
-        self.run("update-ref", ref, oid)
+        ref = f"refs/tags/{name}"
+        with critical():  # a signal waits: the tag is then on the remote, or nowhere
+            ident = self.run("var", "GIT_COMMITTER_IDENT").stdout.decode().strip()
+            body = f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n{message}"
+            oid = self.run("hash-object", "-t", "tag", "-w", "--stdin",
+                           input_bytes=body.encode()).stdout.decode().strip()
+            self.push(f"{oid}:{ref}")
+            self.run("update-ref", ref, oid)
 
     def delete_tags(self, *names: str) -> None:
         if names:

@@ -22,7 +22,6 @@ from typing import Any
 from cp_manage._version import __version__
 from cp_manage.backends.git import Git, TagRecord
 from cp_manage.errors import ConcurrentModificationError, CPVError, StorageError
-from cp_manage.interrupts import critical
 from cp_manage.manage.repository import TAG_ATTEMPTS, Repository, backoff, is_lost_race, utc_now
 
 logger = logging.getLogger(__name__)
@@ -215,27 +214,21 @@ def push_record(repo: Repository, record: GCRecord, target: str) -> GCRecord:
         seq = read_records(repo.git)[1] + 1
         placed = replace(record, seq=seq, tag=record_tag(seq), author=repo.author(),
                          created_at=utc_now())
-        with critical():  # a signal waits: the record is then on the remote, or nowhere
-            # The tag object has no ref until the remote holds it: a killed run leaves no
-            # local tag for the next 'git fetch --tags' to refuse.
-            oid = repo.git.make_tag_object(placed.tag, placed.annotation(), target)
-            try:
-                repo.git.push(f"{oid}:refs/tags/{placed.tag}")
-            except CPVError as e:
-                if not is_lost_race(e):
-                    raise
-                if attempt + 1 == TAG_ATTEMPTS:
-                    raise ConcurrentModificationError(
-                        f"Gave up after {TAG_ATTEMPTS} lost races for the next gc record",
-                        hint="Several clones are running gc at once; run it again.") from e
-                lost = True
-            else:
-                repo.git.set_ref(f"refs/tags/{placed.tag}", oid)
-                lost = False
-        if not lost:
-            logger.info("Recorded %s: %s", placed.tag, placed.summary)
-            return placed
-        backoff(attempt)
+        try:
+            # On the remote first, or nowhere: a killed run leaves no local tag for the next
+            # 'git fetch --tags' to refuse.
+            repo.git.push_new_tag(placed.tag, placed.annotation(), target)
+        except CPVError as e:
+            if not is_lost_race(e):
+                raise
+            if attempt + 1 == TAG_ATTEMPTS:
+                raise ConcurrentModificationError(
+                    f"Gave up after {TAG_ATTEMPTS} lost races for the next gc record",
+                    hint="Several clones are running gc at once; run it again.") from e
+            backoff(attempt)
+            continue
+        logger.info("Recorded %s: %s", placed.tag, placed.summary)
+        return placed
     raise AssertionError("unreachable")
 
 

@@ -37,7 +37,6 @@ from cp_manage.errors import (
     InvalidNameError,
     RemoteError,
 )
-from cp_manage.interrupts import critical
 from cp_manage.manage.catalog import Catalog, VersionSource
 from cp_manage.manage.detached import DetachedSource
 from cp_manage.manage.repository import (
@@ -485,11 +484,7 @@ def append_event(repo: Repository, spec: ArtifactSpec, decide: Decide) -> tuple[
 
 
 def _push_event(repo: Repository, event: StageEvent) -> None:
-    """Push the event's tag alone, then record it here: the tag object is written without a
-    ref, so a run killed at any point leaves no local tag the remote lacks."""
+    """Push the event's tag alone, then record it here (``Git.push_new_tag``): a run killed at
+    any point leaves no local tag the remote lacks."""
     assert event.commit is not None
-    ref = f"refs/tags/{event.tag}"
-    with critical():  # a signal waits: the tag is then on the remote, or nowhere
-        oid = repo.git.make_tag_object(event.tag, event.annotation(), event.commit)
-        repo.git.push(f"{oid}:{ref}")
-        repo.git.set_ref(ref, oid)
+    repo.git.push_new_tag(event.tag, event.annotation(), event.commit)
