@@ -23,12 +23,21 @@ KeyboardInterrupt. After the first interruption is raised, further signals are i
 second Ctrl-C cannot cut the clean-up short (every step of it is bounded by a timeout).
 Before the CLI has installed its handlers (while Python starts and imports cpv, a few tenths
 of a second) a signal has the default effect, and nothing has been done yet.
+
+A signal can land while Python runs a finalizer (an object's ``__del__``, a weakref callback),
+and Python swallows any exception raised there ("Exception ignored in ..."): the command would
+go on and finish while stderr said it had stopped and changed nothing. ``install()`` therefore
+also catches what finalizers swallow: an interruption among them is not printed but delivered
+again, so it is raised in the command's own code a moment later.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -102,6 +111,7 @@ class _State:
     kept: list[str]
     resumable: Resumable | None = None
     previous: dict[int, Any]
+    previous_unraisable: Callable[[Any], object] | None = None
 
     def __init__(self) -> None:
         self.kept = []
@@ -124,6 +134,40 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     raise interruption(signum)
 
 
+def _unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook`` while installed: an interruption raised inside a finalizer was
+    swallowed by Python, so deliver its signal again (see ``_redeliver``); anything else goes to
+    the previous hook."""
+    error = unraisable.exc_value
+    if isinstance(error, Interruption) and _state.installed:
+        threading.Thread(target=_redeliver, args=(error.signum,), daemon=True,
+                         name="cpv-redeliver-signal").start()
+        return
+    (_state.previous_unraisable or sys.__unraisablehook__)(unraisable)
+
+
+def _redeliver(signum: int) -> None:
+    """Send ``signum`` to this process again once the main thread has left the hook (a signal
+    handled inside the hook would be swallowed too). Until then ``stopping`` keeps the handler
+    quiet; if the signal lands in a finalizer again, the hook sends it once more."""
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not _in_hook(sys._current_frames().get(main or 0)):
+            break
+        time.sleep(0.001)
+    _state.stopping = False
+    os.kill(os.getpid(), signum)
+
+
+def _in_hook(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code is _unraisable.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def install(*, hold: bool = False) -> None:
     """Make SIGINT and SIGTERM raise an ``Interruption`` (call from the main thread).
 
@@ -136,6 +180,9 @@ def install(*, hold: bool = False) -> None:
     for signum in SIGNALS:
         _state.previous.setdefault(signum, signal.getsignal(signum))
         signal.signal(signum, _handle)
+    if sys.unraisablehook is not _unraisable:
+        _state.previous_unraisable = sys.unraisablehook
+        sys.unraisablehook = _unraisable
     _state.installed = True
     if hold and not _state.held:
         _state.held = True
@@ -155,6 +202,9 @@ def uninstall() -> None:
     for signum, handler in _state.previous.items():
         signal.signal(signum, handler)
     _state.previous.clear()
+    if sys.unraisablehook is _unraisable:
+        sys.unraisablehook = _state.previous_unraisable or sys.__unraisablehook__
+        _state.previous_unraisable = None
     _state.installed = False
     if _state.held:
         _state.held = False

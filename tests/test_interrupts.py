@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -400,3 +401,35 @@ def test_a_held_signal_is_raised_on_release() -> None:
         assert "nothing was changed" in str(raised.value)
     finally:
         interrupts.uninstall()
+
+
+class _SignalledWhileCollected:
+    """An object whose finalizer receives the signal, as when SIGTERM lands while Python
+    collects a finished subprocess or a temporary file in the middle of a command."""
+
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGTERM)
+        for _ in range(3):  # the handler runs here, inside the finalizer
+            pass
+
+
+def test_a_signal_landing_in_a_finalizer_still_stops_the_command(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """Python swallows an exception raised in ``__del__``; the interruption is delivered again
+    and raised in the command's own code, and nothing says "Exception ignored"."""
+    hook = sys.unraisablehook
+    interrupts.install()
+    steps = []
+    try:
+        with pytest.raises(interrupts.Terminated) as raised:
+            victim = _SignalledWhileCollected()
+            del victim
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the command goes on until the signal is back
+                steps.append("step")
+                time.sleep(0.001)
+        assert time.monotonic() < deadline and raised.value.exit_code == 143
+    finally:
+        interrupts.uninstall()
+    assert sys.unraisablehook is hook
+    assert "Exception ignored" not in capfd.readouterr().err
